@@ -1,0 +1,388 @@
+"""HTTP to the Hugging Face Inference API: retries, waiting for cold models, the deadline,
+and the mapping of every failure to one `UpstreamError`.
+
+Nothing here knows about tasks: a task gives a URL and a JSON payload and gets parsed JSON
+back (see `function.tasks`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import re
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import httpx
+
+from function import __version__
+from function.envelope import Usage
+from function.errors import (
+    AuthError,
+    BadRequestError,
+    BadResponseError,
+    ConnectionFailedError,
+    ModelLoadingError,
+    NotFoundError,
+    RateLimitedError,
+    ServerError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from function.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXCERPT_CHARS = 300
+# Do not start an attempt with less time than this left: it could not finish.
+MIN_ATTEMPT_S = 0.25
+MAX_LOADING_POLL_S = 10.0
+
+
+class Deadline:
+    """A point in time (monotonic) by which the run must have returned."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.at = clock() + seconds
+
+    @classmethod
+    def for_invocation(cls, context: Any, settings: Settings) -> Deadline:
+        """The Lambda context's remaining time less a safety margin, else the default budget."""
+        remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+        if callable(remaining_ms):
+            try:
+                seconds = float(remaining_ms()) / 1000.0
+            except (TypeError, ValueError):
+                seconds = settings.default_budget_s
+            return cls(max(0.0, seconds - settings.deadline_margin_s))
+        return cls(settings.default_budget_s)
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - self._clock())
+
+
+@dataclass
+class ApiResponse:
+    body: Any
+    usage: Usage
+    attempts: int
+
+
+@dataclass
+class _Attempts:
+    """What the retry loop has seen so far, for the final error message."""
+
+    count: int = 0
+    waited_s: float = 0.0
+    last_status: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@cache
+def _ssl_context() -> ssl.SSLContext:
+    # Building the default context loads the CA bundle (tens of ms): once per process.
+    return httpx.create_ssl_context()
+
+
+def new_http_client(settings: Settings, *, max_connections: int = 10) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        verify=_ssl_context(),
+        timeout=httpx.Timeout(settings.request_timeout_s),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        headers={"User-Agent": f"hf-run-job/{__version__}", "Accept": "application/json"},
+        follow_redirects=False,
+    )
+
+
+class HFClient:
+    """Posts JSON to the Inference API and returns the parsed answer, or raises UpstreamError."""
+
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.http = http
+        self._secret = settings.token
+
+    async def post_json(
+        self, url: str, payload: Any, *, model: str, wait_for_model: bool, deadline: Deadline
+    ) -> ApiResponse:
+        headers = {"Content-Type": "application/json"}
+        if self._secret:
+            headers["Authorization"] = f"Bearer {self._secret}"
+        if wait_for_model:
+            headers["X-Wait-For-Model"] = "true"
+        content = json.dumps(payload, ensure_ascii=False).encode()
+        seen = _Attempts()
+        while True:
+            remaining = deadline.remaining()
+            if remaining < MIN_ATTEMPT_S:
+                raise self._out_of_time(model, seen)
+            seen.count += 1
+            timeout = min(self.settings.request_timeout_s, remaining)
+            result = await self._attempt(url, content, headers, timeout, model, seen)
+            if isinstance(result, ApiResponse):
+                return result
+            delay = self._retry_delay(result, wait_for_model, seen)
+            if delay is None:
+                raise self._final(result, seen)
+            if delay > deadline.remaining() - MIN_ATTEMPT_S:
+                raise self._out_of_time(model, seen, result)
+            log.info(
+                "Retrying model %s in %.2f s after %s (attempt %d)",
+                model,
+                delay,
+                result.kind,
+                seen.count,
+            )
+            seen.waited_s += delay
+            await asyncio.sleep(delay)
+
+    async def _attempt(
+        self,
+        url: str,
+        content: bytes,
+        headers: dict[str, str],
+        timeout: float,
+        model: str,
+        seen: _Attempts,
+    ) -> ApiResponse | UpstreamError:
+        """One request: the parsed answer, or the error it came to."""
+        started = time.monotonic()
+        try:
+            response = await self.http.post(url, content=content, headers=headers, timeout=timeout)
+        except httpx.TimeoutException:
+            return UpstreamTimeoutError(
+                f"The request for model '{model}' timed out after "
+                f"{time.monotonic() - started:.1f} s"
+            )
+        except httpx.TransportError as exc:
+            return ConnectionFailedError(
+                f"Could not reach the Inference API at {self.settings.endpoint_host}: "
+                f"{_describe_transport_error(exc)}"
+            )
+        log.debug(
+            "HTTP %s from %s (attempt %d, %.0f ms)",
+            response.status_code,
+            url,
+            seen.count,
+            (time.monotonic() - started) * 1000,
+        )
+        if response.is_success:
+            return ApiResponse(_read_json(response, model), _usage(response), seen.count)
+        seen.last_status = response.status_code
+        return self._error_from_response(response, model)
+
+    # -- retry policy ---------------------------------------------------------------------
+
+    def _retry_delay(
+        self, error: UpstreamError, wait_for_model: bool, seen: _Attempts
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up now."""
+        if not error.transient:
+            return None
+        if isinstance(error, ModelLoadingError):
+            if not wait_for_model:
+                return None
+            # Waiting for a cold model is bounded by the deadline, not by max_retries.
+            return min(max(error.retry_after or 1.0, 1.0), MAX_LOADING_POLL_S)
+        if seen.count > self.settings.max_retries:
+            return None
+        if error.retry_after is not None:
+            return error.retry_after
+        return self._backoff(seen.count)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with equal jitter."""
+        ceiling = min(
+            self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt - 1)
+        )
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _final(self, error: UpstreamError, seen: _Attempts) -> UpstreamError:
+        if seen.count > 1 and error.transient:
+            error.message += f" (after {seen.count} attempts)"
+            error.args = (error.message,)
+        error.attempts = seen.count
+        return error
+
+    def _out_of_time(
+        self, model: str, seen: _Attempts, last: UpstreamError | None = None
+    ) -> UpstreamError:
+        error = self._deadline_error(model, seen, last)
+        error.attempts = seen.count
+        return error
+
+    def _deadline_error(
+        self, model: str, seen: _Attempts, last: UpstreamError | None
+    ) -> UpstreamError:
+        if isinstance(last, ModelLoadingError):
+            estimate = last.retry_after
+            eta = f" Estimated time: {estimate:.0f} seconds." if estimate else ""
+            return ModelLoadingError(
+                f"Model '{model}' is still loading after waiting {seen.waited_s:.0f} s, and the "
+                f"run's deadline has come.{eta} Try again shortly.",
+                status=503,
+            )
+        detail = f" The last error: {last.message}" if last else ""
+        return UpstreamTimeoutError(
+            f"The run's deadline came before model '{model}' answered "
+            f"({seen.count} attempt{'s' if seen.count != 1 else ''}).{detail}",
+            status=seen.last_status,
+        )
+
+    # -- error mapping --------------------------------------------------------------------
+
+    def _error_from_response(self, response: httpx.Response, model: str) -> UpstreamError:
+        status = response.status_code
+        message = self._redact(_api_message(response))
+        said = f": {message}" if message else ""
+        if status in (401, 403):
+            return AuthError(
+                f"Hugging Face refused the token (HTTP {status}){said}. "
+                "Check HUGGINGFACE_API_KEY: it must be a valid token with the "
+                "'Make calls to Inference Providers' permission.",
+                status=status,
+            )
+        if status == 404:
+            return NotFoundError(
+                f"Model '{model}' was not found, or is not served by this endpoint "
+                f"(HTTP 404){said}",
+                status=status,
+            )
+        if status == 410:
+            return NotFoundError(
+                f"Model '{model}' is no longer served by this endpoint (HTTP 410){said}",
+                status=status,
+            )
+        retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+        if status == 429:
+            return RateLimitedError(
+                f"Rate limited by the Inference API (HTTP 429){said}",
+                status=status,
+                retry_after=retry_after,
+            )
+        if status == 503:
+            estimate = _estimated_time(response)
+            if estimate is not None or "loading" in message.lower():
+                return ModelLoadingError(
+                    f"Model is currently loading. Estimated time: {estimate or 0:.0f} seconds. "
+                    "Try again shortly.",
+                    status=status,
+                    retry_after=estimate,
+                )
+        if status >= 500:
+            return ServerError(
+                f"The Inference API failed (HTTP {status}){said}",
+                status=status,
+                retry_after=retry_after,
+            )
+        if status in (400, 413, 422):
+            return BadRequestError(
+                f"The Inference API rejected the request (HTTP {status}){said}", status=status
+            )
+        return UpstreamError(
+            f"Unexpected answer from the Inference API (HTTP {status}){said}", status=status
+        )
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+
+def _read_json(response: httpx.Response, model: str) -> Any:
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadResponseError(
+            f"Model '{model}' answered HTTP {response.status_code} with a body that is not JSON "
+            f"({_content_type(response)}): {_excerpt(response.text)}",
+            status=response.status_code,
+        ) from None
+
+
+def _api_message(response: httpx.Response) -> str:
+    """The API's own words: `error`/`message`/`detail` of a JSON body, else a text excerpt."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        text = response.text
+        if "html" in _content_type(response) or text.lstrip().startswith("<"):
+            text = _strip_html(text)
+            return f"non-JSON body ({_content_type(response)}): {_excerpt(text)}" if text else ""
+        return _excerpt(text)
+    if isinstance(body, dict):
+        for key in ("error", "message", "detail", "errors"):
+            value = body.get(key)
+            if value:
+                if isinstance(value, list):
+                    value = "; ".join(str(v) for v in value)
+                return _excerpt(str(value))
+    return _excerpt(json.dumps(body))
+
+
+def _estimated_time(response: httpx.Response) -> float | None:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    value = body.get("estimated_time") if isinstance(body, dict) else None
+    return float(value) if isinstance(value, int | float) and value >= 0 else None
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _usage(response: httpx.Response) -> Usage:
+    headers = response.headers
+
+    def number(name: str, kind: type) -> Any:
+        try:
+            return kind(headers[name])
+        except (KeyError, ValueError):
+            return None
+
+    return Usage(
+        characters=number("x-compute-characters", int),
+        compute_time_s=number("x-compute-time", float),
+        compute_type=headers.get("x-compute-type"),
+    )
+
+
+def _content_type(response: httpx.Response) -> str:
+    return response.headers.get("content-type", "no content type").split(";")[0].strip()
+
+
+_TAGS = re.compile(r"<(script|style)[^>]*>.*?</\1>|<[^>]+>", re.S | re.I)
+
+
+def _strip_html(text: str) -> str:
+    return " ".join(_TAGS.sub(" ", text).split())
+
+
+def _excerpt(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."
+
+
+def _describe_transport_error(exc: httpx.TransportError) -> str:
+    detail = str(exc) or exc.__class__.__name__
+    return _excerpt(f"{exc.__class__.__name__}: {detail}" if str(exc) else detail)

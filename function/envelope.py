@@ -1,0 +1,72 @@
+"""The uniform envelope every run returns, and the run's outcome around it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from function.errors import RunJobError
+
+
+class Envelope(TypedDict):
+    success: bool
+    result: Any
+    is_classification: bool
+    model: str | None
+    error: str | None
+
+
+def success_envelope(result: Any, *, is_classification: bool, model: str) -> Envelope:
+    return {
+        "success": True,
+        "result": result,
+        "is_classification": is_classification,
+        "model": model,
+        "error": None,
+    }
+
+
+def failure_envelope(error: str, *, model: str | None) -> Envelope:
+    return {
+        "success": False,
+        "result": None,
+        "is_classification": False,
+        "model": model,
+        "error": error,
+    }
+
+
+@dataclass
+class Usage:
+    """What the API reports about one answer (the `x-compute-*` headers)."""
+
+    characters: int | None = None
+    compute_time_s: float | None = None
+    compute_type: str | None = None
+
+
+@dataclass
+class Outcome:
+    """An envelope plus what the trigger, the logs and the run record need to know."""
+
+    envelope: Envelope
+    task: str | None = None
+    attempts: int = 0
+    usage: Usage = field(default_factory=Usage)
+    error_kind: str | None = None
+    transient: bool = False
+    http_status: int = 200
+
+    @property
+    def success(self) -> bool:
+        return self.envelope["success"]
+
+    @classmethod
+    def failed(cls, exc: RunJobError, *, model: str | None) -> Outcome:
+        return cls(
+            envelope=failure_envelope(exc.message, model=model),
+            attempts=exc.attempts,
+            error_kind=exc.kind,
+            transient=exc.transient,
+            http_status=exc.http_status,
+        )

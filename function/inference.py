@@ -1,0 +1,56 @@
+"""One inference: validated inputs in, an Outcome (envelope, usage, attempts) out."""
+
+from __future__ import annotations
+
+import logging
+
+from function.client import Deadline, HFClient
+from function.envelope import Outcome, success_envelope
+from function.errors import ConfigError
+from function.inputs import RunInputs
+from function.settings import DEAD_HOST, DEFAULT_ENDPOINT, Settings
+from function.tasks import get_task, recognize
+from function.tasks.base import ModelPipeline
+
+log = logging.getLogger(__name__)
+
+_MODEL_PIPELINE = ModelPipeline()
+
+
+def check_ready(settings: Settings) -> None:
+    """Refuse before any request what cannot work: the dead host, a missing token."""
+    if settings.endpoint_host == DEAD_HOST:
+        raise ConfigError(
+            f"HUGGINGFACE_API_ENDPOINT points at {DEAD_HOST}, which Hugging Face has shut down; "
+            f"use {DEFAULT_ENDPOINT}"
+        )
+    if settings.needs_token and not settings.token:
+        raise ConfigError(
+            "No Hugging Face token: set HUGGINGFACE_API_KEY (or HF_TOKEN) to a token from "
+            "https://huggingface.co/settings/tokens"
+        )
+
+
+async def run_inference(
+    inputs: RunInputs, settings: Settings, client: HFClient, deadline: Deadline
+) -> Outcome:
+    check_ready(settings)
+    named = get_task(inputs.task) if inputs.task else None
+    request = named or _MODEL_PIPELINE
+    answer = await client.post_json(
+        request.url(settings.huggingface_api_endpoint, inputs.model),
+        request.payload(inputs),
+        model=inputs.model,
+        wait_for_model=inputs.wait_for_model,
+        deadline=deadline,
+    )
+    task = named or recognize(answer.body)
+    result = task.parse(answer.body)
+    return Outcome(
+        envelope=success_envelope(
+            result, is_classification=task.is_classification, model=inputs.model
+        ),
+        task=task.name,
+        attempts=answer.attempts,
+        usage=answer.usage,
+    )

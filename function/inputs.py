@@ -1,0 +1,248 @@
+"""Run inputs: the run config file merged under the event's overrides, then validated."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from function.errors import InputError
+from function.settings import Settings
+
+TaskName = Literal[
+    "zero-shot-classification",
+    "text-classification",
+    "token-classification",
+    "feature-extraction",
+    "sentence-similarity",
+    "question-answering",
+    "summarization",
+    "translation",
+    "fill-mask",
+    "text-generation",
+]
+TASK_NAMES: tuple[str, ...] = TaskName.__args__  # type: ignore[attr-defined]
+
+# A Hub repo id: `name` or `namespace/name`; letters, digits, `-`, `_`, `.`; no `--` or `..`.
+# It is pasted into a URL path, so nothing else may get through (no `/`, `?`, `#`, `%`, `:`).
+_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+MODEL_ID_RE = re.compile(rf"^(?:{_REPO_PART}/)?{_REPO_PART}$")
+_MAX_ECHO = 80
+
+
+def check_model_id(value: str) -> str:
+    if not MODEL_ID_RE.fullmatch(value) or ".." in value or "--" in value:
+        raise ValueError(
+            f"{_echo(value)} is not a Hugging Face model id; expected 'name' or 'org/name' "
+            "made of letters, digits, '-', '_' and '.'"
+        )
+    return value
+
+
+def _echo(value: str) -> str:
+    return repr(value if len(value) <= _MAX_ECHO else value[:_MAX_ECHO] + "...")
+
+
+class RunInputs(BaseModel):
+    """The validated inputs of one inference run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    text: str | None = Field(default=None, min_length=1)
+    candidate_labels: list[str] | None = None
+    wait_for_model: bool = True
+    task: TaskName | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, Any] | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _model_id(cls, value: str) -> str:
+        return check_model_id(value)
+
+    @field_validator("candidate_labels", mode="before")
+    @classmethod
+    def _split_labels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            value = [v.strip() if isinstance(v, str) else v for v in value]
+            if any(v == "" for v in value):
+                value = [v for v in value if v != ""]
+            if not value:
+                raise ValueError("expected at least one label")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_task(self) -> RunInputs:
+        task = self.task or _infer_task(self)
+        if task is None:
+            # No task named or implied: the server runs the model's own pipeline on `text`.
+            if self.text is None:
+                raise ValueError(
+                    "text is required (or name a task, or give candidate_labels or inputs)"
+                )
+            return self
+        _check_task_fields(task, self)
+        if self.task is None:
+            object.__setattr__(self, "task", task)
+        return self
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.candidate_labels or self.parameters.get("candidate_labels")
+
+
+def _infer_task(inputs: RunInputs) -> str | None:
+    if inputs.labels:
+        return "zero-shot-classification"
+    structured = inputs.inputs or {}
+    if "question" in structured and "context" in structured:
+        return "question-answering"
+    if "source_sentence" in structured and "sentences" in structured:
+        return "sentence-similarity"
+    return None
+
+
+_STRUCTURED_FIELDS = {
+    "question-answering": {"question": str, "context": str},
+    "sentence-similarity": {"source_sentence": str, "sentences": list},
+}
+
+
+def _check_task_fields(task: str, inputs: RunInputs) -> None:
+    if inputs.candidate_labels and task != "zero-shot-classification":
+        raise ValueError(
+            f"candidate_labels is only used by zero-shot-classification (the task is {task!r}); "
+            "pass candidate_labels: null to drop the run config's labels"
+        )
+    expected = _STRUCTURED_FIELDS.get(task)
+    if expected is None:
+        if inputs.text is None:
+            raise ValueError(f"text is required for task {task!r}")
+        if inputs.inputs is not None:
+            raise ValueError(
+                f"inputs is only used by question-answering and sentence-similarity, "
+                f"not {task!r}; use text"
+            )
+        if task == "zero-shot-classification" and not inputs.labels:
+            raise ValueError("candidate_labels is required for zero-shot-classification")
+        return
+    structured = inputs.inputs or {}
+    for name, kind in expected.items():
+        value = structured.get(name)
+        if not isinstance(value, kind) or not value:
+            what = "a non-empty list of strings" if kind is list else "a non-empty string"
+            raise ValueError(f"inputs.{name} must be {what} for task {task!r}")
+    sentences = structured.get("sentences")
+    if sentences is not None and not all(isinstance(s, str) for s in sentences):
+        raise ValueError("inputs.sentences must be a list of strings")
+    extra = set(structured) - set(expected)
+    if extra:
+        raise ValueError(
+            f"inputs has unknown field(s) {sorted(extra)} for task {task!r}; "
+            f"expected {sorted(expected)}"
+        )
+
+
+RUN_INPUT_FIELDS = frozenset(RunInputs.model_fields) | {"run_config"}
+
+
+# --- run config files -------------------------------------------------------------------
+
+
+def find_run_config(name: str, settings: Settings) -> Path:
+    """A run config by name (`default`, `default.json`) in the run config folder, or a path."""
+    directory = settings.run_config_dir
+    candidates = [directory / name, directory / f"{name}.json"]
+    if "/" in name or name.endswith(".json"):
+        candidates.insert(0, Path(name))
+    for path in candidates:
+        if path.is_file():
+            return path
+    available = sorted(p.stem for p in directory.glob("*.json")) if directory.is_dir() else []
+    raise InputError(
+        f"run_config: no run config named {_echo(name)} in {directory} "
+        f"(available: {', '.join(available) or 'none'})"
+    )
+
+
+def load_run_config(name: str, settings: Settings) -> dict[str, Any]:
+    path = find_run_config(name, settings)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"run_config: cannot read {path}: {exc.__class__.__name__}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"run_config: {path} is not valid JSON (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise InputError(f"run_config: {path} must hold a JSON object")
+    unknown = sorted(set(data) - set(RunInputs.model_fields))
+    if unknown:
+        raise InputError(
+            f"run_config: {path} has unknown field(s) {', '.join(unknown)}; "
+            f"expected some of {', '.join(RunInputs.model_fields)}"
+        )
+    return data
+
+
+def merge_inputs(overrides: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+    """The run config named by the event (else `RUN_CONFIG`), with the event's fields on top.
+
+    `parameters` merge key by key; any other field replaces the config's; a field set to
+    null removes the config's value.
+    """
+    unknown = sorted(str(k) for k in overrides if k not in RUN_INPUT_FIELDS)
+    if unknown:
+        raise InputError(
+            f"unknown input field(s): {', '.join(unknown)}; "
+            f"expected some of {', '.join(sorted(RUN_INPUT_FIELDS))}"
+        )
+    name = overrides.get("run_config") or settings.run_config
+    if not isinstance(name, str):
+        raise InputError("run_config: expected the name or path of a run config file")
+    merged = load_run_config(name, settings)
+    for key, value in overrides.items():
+        if key == "run_config":
+            continue
+        if key == "parameters" and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        elif value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def validate_inputs(merged: Mapping[str, Any]) -> RunInputs:
+    try:
+        return RunInputs.model_validate(merged)
+    except ValidationError as exc:
+        raise InputError("Invalid input: " + describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """`field: what was expected` for each problem, without echoing long input values."""
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        problems.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(problems)
+
+
+def requested_model(merged: Mapping[str, Any]) -> str | None:
+    """The model id as the user asked for it, for failure envelopes (when it is a string)."""
+    model = merged.get("model")
+    if isinstance(model, str) and len(model) <= 200:
+        return model
+    return None

@@ -1,0 +1,82 @@
+"""Every setting of the job, read from the environment in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from function.errors import ConfigError
+
+DEFAULT_ENDPOINT = "https://router.huggingface.co/hf-inference"
+DEAD_HOST = "api-inference.huggingface.co"
+HF_ROUTER_HOST = "router.huggingface.co"
+DEFAULT_RUN_CONFIG_DIR = Path(__file__).resolve().parent.parent / "run_config"
+
+
+class Settings(BaseSettings):
+    """The job's configuration. Environment variable names are the field aliases."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True)
+
+    huggingface_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("HUGGINGFACE_API_KEY", "HF_TOKEN")
+    )
+    huggingface_api_endpoint: str = Field(
+        default=DEFAULT_ENDPOINT, validation_alias="HUGGINGFACE_API_ENDPOINT"
+    )
+    run_config: str = Field(default="default", validation_alias="RUN_CONFIG")
+    run_config_dir: Path = Field(default=DEFAULT_RUN_CONFIG_DIR, validation_alias="RUN_CONFIG_DIR")
+    request_timeout_s: float = Field(default=30.0, gt=0, validation_alias="HF_REQUEST_TIMEOUT")
+    max_retries: int = Field(default=4, ge=0, le=20, validation_alias="HF_MAX_RETRIES")
+    backoff_base_s: float = Field(default=0.5, gt=0, validation_alias="HF_BACKOFF_BASE")
+    backoff_max_s: float = Field(default=8.0, gt=0, validation_alias="HF_BACKOFF_MAX")
+    default_budget_s: float = Field(default=60.0, gt=0, validation_alias="HF_DEFAULT_BUDGET")
+    deadline_margin_s: float = Field(default=1.0, ge=0, validation_alias="HF_DEADLINE_MARGIN")
+
+    @field_validator("huggingface_api_endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as " + DEFAULT_ENDPOINT)
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query string or fragment")
+        return value
+
+    @property
+    def token(self) -> str | None:
+        return self.huggingface_api_key.get_secret_value() if self.huggingface_api_key else None
+
+    @property
+    def endpoint_host(self) -> str:
+        return urlsplit(self.huggingface_api_endpoint).hostname or ""
+
+    @property
+    def needs_token(self) -> bool:
+        """Hugging Face's own hosts need a token; a self-hosted server may not."""
+        return self.endpoint_host.endswith("huggingface.co")
+
+
+def load_settings() -> Settings:
+    """Read the settings, turning a bad value into a ConfigError that names the variable.
+
+    The message never repeats the rejected value: it could be a secret.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            field = str(err["loc"][0]) if err["loc"] else "settings"
+            alias = (
+                Settings.model_fields[field].validation_alias
+                if field in Settings.model_fields
+                else None
+            )
+            name = alias if isinstance(alias, str) else field.upper()
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigError("Invalid setting " + "; ".join(problems)) from None
