@@ -6,10 +6,10 @@ import logging
 
 from function.client import Deadline, HFClient
 from function.envelope import Outcome, success_envelope
-from function.errors import ConfigError
+from function.errors import BadResponseError, ConfigError
 from function.inputs import RunInputs
 from function.settings import DEAD_HOST, DEFAULT_ENDPOINT, Settings
-from function.tasks import get_task, recognize
+from function.tasks import get_task, recognize, recognize_or_none
 from function.tasks.base import ModelPipeline
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,16 @@ async def run_inference(
         deadline=deadline,
     )
     task = named or recognize(answer.body)
-    result = task.parse(answer.body)
+    try:
+        result = task.parse(answer.body)
+    except BadResponseError as exc:
+        looks_like = recognize_or_none(answer.body)
+        if looks_like is not None and looks_like is not task:
+            exc.message += (
+                f". It looks like a {looks_like.name} answer: name that task "
+                "(and pass candidate_labels: null to drop the run config's labels)"
+            )
+        raise
     return Outcome(
         envelope=success_envelope(
             result, is_classification=task.is_classification, model=inputs.model

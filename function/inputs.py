@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,13 +100,24 @@ class RunInputs(BaseModel):
 
 
 def _infer_task(inputs: RunInputs) -> str | None:
-    if inputs.labels:
+    return implied_task({"candidate_labels": inputs.labels, "inputs": inputs.inputs})
+
+
+def implied_task(fields: Mapping[str, Any]) -> str | None:
+    """The task that run inputs name, or imply by their fields."""
+    if fields.get("task"):
+        return str(fields["task"])
+    parameters = fields.get("parameters")
+    if fields.get("candidate_labels") or (
+        isinstance(parameters, dict) and parameters.get("candidate_labels")
+    ):
         return "zero-shot-classification"
-    structured = inputs.inputs or {}
-    if "question" in structured and "context" in structured:
-        return "question-answering"
-    if "source_sentence" in structured and "sentences" in structured:
-        return "sentence-similarity"
+    structured = fields.get("inputs")
+    if isinstance(structured, dict):
+        if "question" in structured and "context" in structured:
+            return "question-answering"
+        if "source_sentence" in structured and "sentences" in structured:
+            return "sentence-similarity"
     return None
 
 
@@ -150,6 +162,7 @@ def _check_task_fields(task: str, inputs: RunInputs) -> None:
         )
 
 
+_TASK_SPECIFIC = ("task", "candidate_labels", "inputs", "parameters")
 RUN_INPUT_FIELDS = frozenset(RunInputs.model_fields) | {"run_config"}
 
 
@@ -193,22 +206,33 @@ def load_run_config(name: str, settings: Settings) -> dict[str, Any]:
     return data
 
 
+def _did_you_mean(unknown: list[str], known: Iterable[str]) -> str:
+    known = sorted(known)
+    named = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        named.append(f"{_echo(name)} (did you mean {close[0]!r}?)" if close else _echo(name))
+    return ", ".join(named) + f"; expected some of {', '.join(known)}"
+
+
 def merge_inputs(overrides: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     """The run config named by the event (else `RUN_CONFIG`), with the event's fields on top.
 
     `parameters` merge key by key; any other field replaces the config's; a field set to
-    null removes the config's value.
+    null removes the config's value. An event that names another task than the config's
+    starts that task afresh: the config's task-specific fields (candidate_labels, inputs,
+    parameters) are left out; its model, text and wait_for_model still apply.
     """
     unknown = sorted(str(k) for k in overrides if k not in RUN_INPUT_FIELDS)
     if unknown:
-        raise InputError(
-            f"unknown input field(s): {', '.join(unknown)}; "
-            f"expected some of {', '.join(sorted(RUN_INPUT_FIELDS))}"
-        )
+        raise InputError(f"unknown input field(s): {_did_you_mean(unknown, RUN_INPUT_FIELDS)}")
     name = overrides.get("run_config") or settings.run_config
     if not isinstance(name, str):
         raise InputError("run_config: expected the name or path of a run config file")
     merged = load_run_config(name, settings)
+    if overrides.get("task") and overrides["task"] != implied_task(merged):
+        for key in _TASK_SPECIFIC:
+            merged.pop(key, None)
     for key, value in overrides.items():
         if key == "run_config":
             continue

@@ -36,15 +36,20 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
+def recognize_or_none(body: Any) -> Task | None:
+    """The task whose answer has this shape, if any."""
+    return next((task for task in _ALL if task.recognizes(body)), None)
+
+
 def recognize(body: Any) -> Task:
     """The task whose answer has this shape (for runs that name no task)."""
-    for task in _ALL:
-        if task.recognizes(body):
-            return task
+    task = recognize_or_none(body)
+    if task is not None:
+        return task
     raise BadResponseError(
         f"Cannot tell the task from the answer's shape ({describe_shape(body)}); "
         "name the task in the run inputs"
     )
 
 
-__all__ = ["TASKS", "Task", "get_task", "recognize"]
+__all__ = ["TASKS", "Task", "get_task", "recognize", "recognize_or_none"]

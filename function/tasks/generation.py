@@ -36,7 +36,8 @@ class TextGeneration(Task):
         answer = single(body, "generated_text")
         if answer is None:
             raise self.unexpected(body)
-        return answer
+        # The spec's fields only (old pipelines add `conversation`, `warnings`).
+        return {k: v for k, v in answer.items() if k in ("generated_text", "details")}
 
 
 def _chat_content(body: Any) -> str | None:

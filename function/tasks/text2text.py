@@ -19,7 +19,7 @@ class _SingleText(Task):
         answer = single(body, self.key)
         if answer is None:
             raise self.unexpected(body)
-        return answer
+        return {self.key: answer[self.key]}
 
 
 class Summarization(_SingleText):

@@ -1,0 +1,99 @@
+"""Shared fixtures: the fake HF server, a clean environment pointing at it, and helpers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakehf import REFERENCE_DIR, FakeHF
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS_DIR = ROOT / "events"
+TOKEN = "hf_test_TOKEN_must_never_leak_0123456789abcdef"
+
+ENV_VARS = (
+    "HUGGINGFACE_API_KEY",
+    "HF_TOKEN",
+    "HUGGINGFACE_API_ENDPOINT",
+    "RUN_CONFIG",
+    "RUN_CONFIG_DIR",
+    "HF_REQUEST_TIMEOUT",
+    "HF_MAX_RETRIES",
+    "HF_BACKOFF_BASE",
+    "HF_BACKOFF_MAX",
+    "HF_DEFAULT_BUDGET",
+    "HF_DEADLINE_MARGIN",
+)
+
+
+@pytest.fixture
+def hf() -> Iterator[FakeHF]:
+    with FakeHF() as server:
+        yield server
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, hf: FakeHF) -> pytest.MonkeyPatch:
+    """The job's environment, pointed at the fake server, with quick backoff."""
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HUGGINGFACE_API_ENDPOINT", hf.endpoint)
+    monkeypatch.setenv("HUGGINGFACE_API_KEY", TOKEN)
+    monkeypatch.setenv("HF_BACKOFF_BASE", "0.05")
+    monkeypatch.setenv("HF_BACKOFF_MAX", "0.2")
+    return monkeypatch
+
+
+@dataclass
+class FakeContext:
+    """What the handler reads of a Lambda context."""
+
+    remaining_ms: int = 3000
+    aws_request_id: str = "test-request-id"
+    function_name: str = "hf-run-job"
+
+    def __post_init__(self) -> None:
+        self._start = time.monotonic()
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int(self.remaining_ms - (time.monotonic() - self._start) * 1000))
+
+
+@dataclass
+class Invoked:
+    reply: Any
+    elapsed: float
+
+
+def invoke(event: Any, *, remaining_ms: int = 3000) -> Invoked:
+    """Call the Lambda handler as Lambda would, timing it."""
+    from handler import lambda_handler
+
+    started = time.monotonic()
+    reply = lambda_handler(event, FakeContext(remaining_ms))
+    return Invoked(reply, time.monotonic() - started)
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS_DIR / name).read_text())
+
+
+@pytest.fixture
+def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not REFERENCE_DIR.is_dir():
+        raise pytest.UsageError(
+            f"{REFERENCE_DIR} is missing: the tests replay ../shared/reference (set "
+            "HF_REFERENCE_DIR to its path)"
+        )
