@@ -131,7 +131,7 @@ class HFClient:
             result = await self._attempt(url, content, headers, timeout, model, seen)
             if isinstance(result, ApiResponse):
                 return result
-            delay = self._retry_delay(result, wait_for_model, seen)
+            delay = self._retry_delay(result, wait_for_model, seen, deadline)
             if delay is None:
                 raise self._final(result, seen)
             if delay > deadline.remaining() - MIN_ATTEMPT_S:
@@ -184,7 +184,7 @@ class HFClient:
     # -- retry policy ---------------------------------------------------------------------
 
     def _retry_delay(
-        self, error: UpstreamError, wait_for_model: bool, seen: _Attempts
+        self, error: UpstreamError, wait_for_model: bool, seen: _Attempts, deadline: Deadline
     ) -> float | None:
         """Seconds to wait before the next attempt, or None to give up now."""
         if not error.transient:
@@ -192,8 +192,12 @@ class HFClient:
         if isinstance(error, ModelLoadingError):
             if not wait_for_model:
                 return None
-            # Waiting for a cold model is bounded by the deadline, not by max_retries.
-            return min(max(error.retry_after or 1.0, 1.0), MAX_LOADING_POLL_S)
+            # Waiting for a cold model is bounded by the deadline, not by max_retries. The
+            # estimate is often pessimistic: poll at most every 10 s, and once more just
+            # before the deadline rather than giving up early.
+            wanted = min(max(error.retry_after or 1.0, 1.0), MAX_LOADING_POLL_S)
+            last_chance = deadline.remaining() - 2 * MIN_ATTEMPT_S
+            return min(wanted, last_chance) if last_chance >= MIN_ATTEMPT_S else wanted
         if seen.count > self.settings.max_retries:
             return None
         if error.retry_after is not None:

@@ -30,6 +30,8 @@ REFERENCE_DIR = Path(
 )
 RECORDINGS_DIR = REFERENCE_DIR / "recorded-responses"
 PREFIX = "/hf-inference"
+LEGACY_PREFIX = "legacy-api-inference__InferenceClientVCRTest.test_"
+ROUTER_PREFIX = "router__TestInferenceClient.test_"
 
 
 @dataclass
@@ -93,6 +95,9 @@ class FakeHF:
         self.port = self._server.sockets[0].getsockname()[1]
 
     def stop(self) -> None:
+        if not self._loop.is_running():
+            return
+
         async def close() -> None:
             if self._server:
                 self._server.close()
