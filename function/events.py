@@ -8,7 +8,6 @@ API Gateway HTTP requests (a JSON body or query string; the reply is an HTTP res
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 from function.client import Deadline
 from function.envelope import Envelope, Outcome
-from function.errors import ConfigError, InputError
+from function.errors import ConfigError, InputError, RunJobError
 from function.job import run_job
 from function.settings import load_settings
 
@@ -29,7 +28,7 @@ DIRECT, SCHEDULE, EVENTBRIDGE, HTTP = "direct", "schedule", "eventbridge", "http
 class Invocation:
     trigger: str
     overrides: dict[str, Any] = field(default_factory=dict)
-    problem: InputError | None = None  # the event itself could not be read
+    problem: RunJobError | None = None  # the event itself could not be read
 
 
 def parse_event(event: Any) -> Invocation:
@@ -72,7 +71,7 @@ def _http_invocation(event: dict[str, Any]) -> Invocation:
     if event.get("isBase64Encoded"):
         try:
             body = base64.b64decode(body, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # binascii.Error, UnicodeDecodeError, non-ASCII text
             return Invocation(
                 HTTP, problem=InputError("The request body is not valid base64 UTF-8")
             )
@@ -108,7 +107,13 @@ def _json_type(value: Any) -> str:
 
 async def handle_event(event: Any, context: Any) -> Any:
     """Run the job for one Lambda event and return the trigger's reply. Never raises."""
-    invocation = parse_event(event)
+    try:
+        invocation = parse_event(event)
+    except Exception as exc:  # a bug here must still give an envelope
+        log.exception("Could not read the event")
+        invocation = Invocation(
+            DIRECT, problem=RunJobError(f"Internal error reading the event ({type(exc).__name__})")
+        )
     try:
         settings = load_settings()
     except ConfigError as exc:

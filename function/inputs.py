@@ -197,11 +197,11 @@ def load_run_config(name: str, settings: Settings) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise InputError(f"run_config: {path} must hold a JSON object")
-    unknown = sorted(set(data) - set(RunInputs.model_fields))
+    unknown = sorted(str(k) for k in data if k not in RunInputs.model_fields)
     if unknown:
         raise InputError(
-            f"run_config: {path} has unknown field(s) {', '.join(unknown)}; "
-            f"expected some of {', '.join(RunInputs.model_fields)}"
+            f"run_config: {path} has unknown field(s) "
+            f"{_did_you_mean(unknown, RunInputs.model_fields)}"
         )
     return data
 

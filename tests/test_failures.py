@@ -54,8 +54,9 @@ def test_model_still_loading_at_the_deadline(env, hf):
 
 
 def test_rate_limit_honours_retry_after(env, hf):
-    envelope, elapsed = run(hf, Reply(429, {"error": "Too many requests"},
-                                      {"Retry-After": "1"}), OK)
+    envelope, elapsed = run(
+        hf, Reply(429, {"error": "Too many requests"}, {"Retry-After": "1"}), OK
+    )
     assert envelope["success"]
     assert elapsed >= 1.0
     assert len(hf.seen(PATH)) == 2
@@ -121,8 +122,10 @@ def test_nothing_listening(env, hf, monkeypatch):
 
 
 def test_html_error_page(env, hf):
-    page = ("<html><head><style>body{color:red}</style><title>502 Bad Gateway</title></head>"
-            "<body><h1>502 Bad Gateway</h1><p>cloudfront</p></body></html>")
+    page = (
+        "<html><head><style>body{color:red}</style><title>502 Bad Gateway</title></head>"
+        "<body><h1>502 Bad Gateway</h1><p>cloudfront</p></body></html>"
+    )
     env.setenv("HF_MAX_RETRIES", "0")
     envelope, _ = run(hf, Reply(502, page, {"Content-Type": "text/html"}))
     assert envelope["error"] == (
@@ -132,8 +135,9 @@ def test_html_error_page(env, hf):
 
 
 def test_success_status_with_a_body_that_is_not_json(env, hf):
-    envelope, _ = run(hf, Reply(200, "<html><body>Hello</body></html>",
-                                {"Content-Type": "text/html"}))
+    envelope, _ = run(
+        hf, Reply(200, "<html><body>Hello</body></html>", {"Content-Type": "text/html"})
+    )
     assert "HTTP 200 with a body that is not JSON (text/html)" in envelope["error"]
 
 
