@@ -21,7 +21,7 @@ examples:
   hf-run-job run --model distilbert/distilbert-base-uncased-finetuned-sst-2-english \\
       --text "I love it" --label null              # drop the config's labels: model's own task
   hf-run-job run --config my_job --param multi_label=true
-  hf-run-job run --event events/scheduled.json     # run the Lambda handler on a saved event
+  hf-run-job run --event events/scheduled-event.json  # run the Lambda handler on a saved event
 
 Prints the envelope {success, result, is_classification, model, error} as JSON on stdout.
 Exit status: 0 success, 1 failure envelope, 2 usage error.

@@ -49,6 +49,16 @@ EIFFEL = (
     "The tower is 324 metres (1,063 ft) tall, about the same height as an 81-storey building, "
     "and the tallest structure in Paris."
 )
+SIMILARITY = {
+    "inputs": {
+        "source_sentence": "Machine learning is so easy.",
+        "sentences": [
+            "Deep learning is so straightforward.",
+            "This is so difficult, like rocket science.",
+            "I can't believe how much I struggled with this.",
+        ],
+    }
+}
 CASES = [
     Case(
         ROUTER + "zero_shot_classification_single_label__hf-inference__zero-shot-classification",
@@ -102,30 +112,12 @@ CASES = [
     Case(
         ROUTER + "sentence_similarity__hf-inference__sentence-similarity",
         "sentence-similarity",
-        {
-            "inputs": {
-                "source_sentence": "Machine learning is so easy.",
-                "sentences": [
-                    "Deep learning is so straightforward.",
-                    "This is so difficult, like rocket science.",
-                    "I can't believe how much I struggled with this.",
-                ],
-            }
-        },
+        SIMILARITY,
     ),
     Case(
         LEGACY + "sentence_similarity",
         "sentence-similarity",
-        {
-            "inputs": {
-                "source_sentence": "Machine learning is so easy.",
-                "sentences": [
-                    "Deep learning is so straightforward.",
-                    "This is so difficult, like rocket science.",
-                    "I can't believe how much I struggled with this.",
-                ],
-            }
-        },
+        SIMILARITY,
     ),
     Case(
         LEGACY + "question_answering",

@@ -26,40 +26,6 @@ def _label_scores(body: Any) -> list[dict[str, Any]] | None:
     return None
 
 
-class ZeroShotClassification(Task):
-    name = "zero-shot-classification"
-    is_classification = True
-
-    def payload(self, inputs: RunInputs) -> dict[str, Any]:
-        parameters = {**inputs.parameters, "candidate_labels": inputs.labels}
-        return {"inputs": inputs.text, "parameters": parameters}
-
-    def recognizes(self, body: Any) -> bool:
-        return isinstance(body, dict) and "labels" in body and "scores" in body
-
-    def parse(self, body: Any) -> Any:
-        # Until late 2025: {"sequence", "labels", "scores"}; since: [{"label", "score"}].
-        if isinstance(body, list) and len(body) == 1 and self.recognizes(body[0]):
-            body = body[0]
-        if self.recognizes(body):
-            labels, scores = body["labels"], body["scores"]
-            if (
-                isinstance(labels, list)
-                and isinstance(scores, list)
-                and len(labels) == len(scores)
-                and all(isinstance(x, str) for x in labels)
-                and all(is_number(x) for x in scores)
-            ):
-                return _ranked(
-                    [{"label": x, "score": s} for x, s in zip(labels, scores, strict=True)]
-                )
-            raise self.unexpected(body)
-        items = _label_scores(body)
-        if items is None:
-            raise self.unexpected(body)
-        return _ranked(items)
-
-
 class TextClassification(Task):
     name = "text-classification"
     is_classification = True
@@ -72,6 +38,31 @@ class TextClassification(Task):
         if items is None:
             raise self.unexpected(body)
         return _ranked(items)
+
+
+class ZeroShotClassification(TextClassification):
+    name = "zero-shot-classification"
+
+    def payload(self, inputs: RunInputs) -> dict[str, Any]:
+        parameters = {**inputs.parameters, "candidate_labels": inputs.labels}
+        return {"inputs": inputs.text, "parameters": parameters}
+
+    def recognizes(self, body: Any) -> bool:
+        return isinstance(body, dict) and "labels" in body and "scores" in body
+
+    def parse(self, body: Any) -> Any:
+        # Until late 2025 the API answered {"sequence", "labels", "scores"}; since then the
+        # spec's [{"label", "score"}], which the base class reads.
+        if isinstance(body, list) and len(body) == 1 and self.recognizes(body[0]):
+            body = body[0]
+        if self.recognizes(body):
+            labels, scores = body["labels"], body["scores"]
+            if not (
+                isinstance(labels, list) and isinstance(scores, list) and len(labels) == len(scores)
+            ):
+                raise self.unexpected(body)
+            body = [{"label": x, "score": s} for x, s in zip(labels, scores, strict=True)]
+        return super().parse(body)
 
 
 class TokenClassification(Task):
