@@ -177,7 +177,11 @@ class HFClient:
             (time.monotonic() - started) * 1000,
         )
         if response.is_success:
-            return ApiResponse(_read_json(response, model), _usage(response), seen.count)
+            try:
+                body = _read_json(response, model)
+            except BadResponseError as exc:
+                return exc
+            return ApiResponse(body, _usage(response), seen.count)
         seen.last_status = response.status_code
         return self._error_from_response(response, model)
 
