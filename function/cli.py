@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(overrides: dict[str, Any], timeout: float | None) -> int:
     from function.client import Deadline
     from function.errors import ConfigError
-    from function.job import run_job
+    from function.job import run_once
+    from function.runs import Run
     from function.settings import load_settings
 
     try:
@@ -169,12 +172,15 @@ def _run(overrides: dict[str, Any], timeout: float | None) -> int:
         outcome = Outcome.failed(exc, model=None)
     else:
         deadline = Deadline(timeout if timeout is not None else settings.default_budget_s)
-        outcome = asyncio.run(run_job(overrides, settings, deadline))
+        run = Run("cli", datetime.now(UTC))
+        outcome = asyncio.run(run_once(overrides, run, settings, deadline))
     _print(outcome.envelope)
     return EXIT_OK if outcome.success else EXIT_FAILED
 
 
 def _run_event(path: Path, parser: argparse.ArgumentParser) -> int:
+    # EMF metrics are for CloudWatch: on a terminal they would mix with the reply on stdout.
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     from handler import lambda_handler
 
     try:

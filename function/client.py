@@ -107,10 +107,10 @@ def new_http_client(settings: Settings, *, max_connections: int = 10) -> httpx.A
 class HFClient:
     """Posts JSON to the Inference API and returns the parsed answer, or raises UpstreamError."""
 
-    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: Settings, http: httpx.AsyncClient, token: str | None) -> None:
         self.settings = settings
         self.http = http
-        self._secret = settings.token
+        self._secret = token
 
     async def post_json(
         self, url: str, payload: Any, *, model: str, wait_for_model: bool, deadline: Deadline
@@ -165,6 +165,7 @@ class HFClient:
                 f"{time.monotonic() - started:.1f} s"
             )
         except httpx.TransportError as exc:
+            log.debug("No answer from %s (attempt %d): %s", url, seen.count, type(exc).__name__)
             return ConnectionFailedError(
                 f"Could not reach the Inference API at {self.settings.endpoint_host}: "
                 f"{_describe_transport_error(exc)}"

@@ -56,6 +56,8 @@ class Outcome:
     error_kind: str | None = None
     transient: bool = False
     http_status: int = 200
+    run_config: str | None = None
+    duration_ms: int = 0
 
     @property
     def success(self) -> bool:

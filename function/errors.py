@@ -29,9 +29,14 @@ class InputError(RunJobError):
 
 
 class ConfigError(RunJobError):
-    """The deployment is misconfigured: a missing token, a bad endpoint."""
+    """The deployment is misconfigured: a missing token, a bad endpoint, an unreadable secret.
+
+    Transient in the sense that matters for queues: once the deployment is fixed, the same
+    inputs will work, so queued messages go back to the queue (and on to its DLQ).
+    """
 
     kind = "config"
+    transient = True
     http_status = 500
 
 

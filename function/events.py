@@ -1,27 +1,47 @@
-"""Which trigger is this? Turn a Lambda event into run inputs, and the outcome into its reply.
+"""Which trigger is this? Turn a Lambda event into run inputs, and outcomes into its reply.
 
 Triggers: direct invoke and EventBridge Scheduler (a dict of run inputs, passed through
 unchanged), EventBridge events and schedules (`detail` holds the overrides), Function URL /
-API Gateway HTTP requests (a JSON body or query string; the reply is an HTTP response).
+API Gateway HTTP requests (a JSON body or query string; the reply is an HTTP response), and
+SQS batches (each message body is one set of run inputs; the reply is the partial batch
+response). Every invocation stores its records in the results sink (`function.runs`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from function.client import Deadline
 from function.envelope import Envelope, Outcome
-from function.errors import ConfigError, InputError, RunJobError
-from function.job import run_job
-from function.settings import load_settings
+from function.errors import InputError, RunJobError
+from function.job import open_session, run_job, run_once
+from function.observability import (
+    configure_logging,
+    flush_metrics,
+    record_metrics,
+    start_invocation,
+)
+from function.runs import Run, store
+from function.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
-DIRECT, SCHEDULE, EVENTBRIDGE, HTTP = "direct", "schedule", "eventbridge", "http"
+DIRECT, SCHEDULE, EVENTBRIDGE, HTTP, SQS = "direct", "schedule", "eventbridge", "http", "sqs"
+
+
+@dataclass
+class Message:
+    """One SQS message: its id and its run inputs (or why they cannot be read)."""
+
+    message_id: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    problem: RunJobError | None = None
 
 
 @dataclass
@@ -29,18 +49,19 @@ class Invocation:
     trigger: str
     overrides: dict[str, Any] = field(default_factory=dict)
     problem: RunJobError | None = None  # the event itself could not be read
+    messages: list[Message] = field(default_factory=list)  # SQS only
+
+
+# -- reading events ----------------------------------------------------------------------------
 
 
 def parse_event(event: Any) -> Invocation:
     if event is None:
         return Invocation(DIRECT)
     if not isinstance(event, dict):
-        return Invocation(
-            DIRECT,
-            problem=InputError(
-                f"The event must be a JSON object of run inputs, not {_json_type(event)}"
-            ),
-        )
+        return Invocation(DIRECT, problem=_not_an_object("The event", event))
+    if _is_sqs(event):
+        return Invocation(SQS, messages=[_sqs_message(r) for r in event["Records"]])
     if "requestContext" in event and (
         "body" in event or "rawPath" in event or "httpMethod" in event
     ):
@@ -51,14 +72,24 @@ def parse_event(event: Any) -> Invocation:
         if detail is None:
             detail = {}
         if not isinstance(detail, dict):
-            return Invocation(
-                trigger,
-                problem=InputError(
-                    f"detail: expected an object of run inputs, not {_json_type(detail)}"
-                ),
-            )
+            return Invocation(trigger, problem=_not_an_object("detail", detail, "detail: expected"))
         return Invocation(trigger, dict(detail))
     return Invocation(DIRECT, dict(event))
+
+
+def _is_sqs(event: dict[str, Any]) -> bool:
+    records = event.get("Records")
+    return (
+        isinstance(records, list)
+        and bool(records)
+        and all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
+    )
+
+
+def _sqs_message(record: dict[str, Any]) -> Message:
+    message_id = str(record.get("messageId", ""))
+    problem, data = _json_object(record.get("body"), "The message body")
+    return Message(message_id, data, problem)
 
 
 def _http_invocation(event: dict[str, Any]) -> Invocation:
@@ -66,35 +97,30 @@ def _http_invocation(event: dict[str, Any]) -> Invocation:
     if not body:
         query = event.get("queryStringParameters")
         return Invocation(HTTP, dict(query) if isinstance(query, dict) else {})
-    if not isinstance(body, str):
-        return Invocation(HTTP, problem=InputError("The request body must be JSON text"))
-    if event.get("isBase64Encoded"):
+    if isinstance(body, str) and event.get("isBase64Encoded"):
         try:
             body = base64.b64decode(body, validate=True).decode("utf-8")
         except ValueError:  # binascii.Error, UnicodeDecodeError, non-ASCII text
             return Invocation(
                 HTTP, problem=InputError("The request body is not valid base64 UTF-8")
             )
+    problem, data = _json_object(body, "The request body")
+    return Invocation(HTTP, data, problem)
+
+
+def _json_object(text: Any, what: str) -> tuple[InputError | None, dict[str, Any]]:
+    if not isinstance(text, str):
+        return InputError(f"{what} must be JSON text"), {}
     try:
-        data = json.loads(body)
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        return Invocation(
-            HTTP,
-            problem=InputError(
-                f"The request body is not valid JSON (line {exc.lineno}, column {exc.colno})"
-            ),
-        )
+        return InputError(f"{what} is not valid JSON (line {exc.lineno}, column {exc.colno})"), {}
     if not isinstance(data, dict):
-        return Invocation(
-            HTTP,
-            problem=InputError(
-                f"The request body must be a JSON object of run inputs, not {_json_type(data)}"
-            ),
-        )
-    return Invocation(HTTP, data)
+        return _not_an_object(what, data), {}
+    return None, data
 
 
-def _json_type(value: Any) -> str:
+def _not_an_object(what: str, value: Any, prefix: str | None = None) -> InputError:
     names = {
         list: "an array",
         str: "a string",
@@ -102,29 +128,100 @@ def _json_type(value: Any) -> str:
         int: "a number",
         float: "a number",
     }
-    return names.get(type(value), type(value).__name__)
+    kind = names.get(type(value), type(value).__name__)
+    if prefix:
+        return InputError(f"{prefix} an object of run inputs, not {kind}")
+    return InputError(f"{what} must be a JSON object of run inputs, not {kind}")
+
+
+# -- handling them -----------------------------------------------------------------------------
 
 
 async def handle_event(event: Any, context: Any) -> Any:
     """Run the job for one Lambda event and return the trigger's reply. Never raises."""
+    configure_logging()
     try:
         invocation = parse_event(event)
     except Exception as exc:  # a bug here must still give an envelope
         log.exception("Could not read the event")
-        invocation = Invocation(
-            DIRECT, problem=RunJobError(f"Internal error reading the event ({type(exc).__name__})")
-        )
+        problem = RunJobError(f"Internal error reading the event ({type(exc).__name__})")
+        invocation = Invocation(DIRECT, problem=problem)
+    run = Run(invocation.trigger, datetime.now(UTC), _request_id(context))
+    start_invocation(run_id=run.run_id, trigger=run.trigger, request_id=run.request_id)
     try:
         settings = load_settings()
-    except ConfigError as exc:
-        return reply(invocation.trigger, Outcome.failed(exc, model=None))
-    if invocation.problem is not None:
-        outcome = Outcome.failed(invocation.problem, model=None)
+    except RunJobError as exc:
+        settings, invocation.problem = None, exc
+    deadline = Deadline.for_invocation(context, settings) if settings else Deadline(0)
+    try:
+        if invocation.trigger == SQS:
+            return await _handle_batch(invocation.messages, run, settings, deadline)
+        return await _handle_single(invocation, run, settings, deadline)
+    finally:
+        flush_metrics()
+
+
+async def _handle_single(
+    invocation: Invocation, run: Run, settings: Settings | None, deadline: Deadline
+) -> Any:
+    if settings is None or invocation.problem is not None:
+        outcome = Outcome.failed(invocation.problem or RunJobError("No settings"), model=None)
+        if settings is not None:
+            store(settings, run, [run.record(0, outcome)])
     else:
-        deadline = Deadline.for_invocation(context, settings)
-        outcome = await run_job(invocation.overrides, settings, deadline)
-    log.info("Handled %s invocation", invocation.trigger, extra={"trigger": invocation.trigger})
+        outcome = await run_once(invocation.overrides, run, settings, deadline)
+    record_metrics([outcome])
     return reply(invocation.trigger, outcome)
+
+
+async def _handle_batch(
+    messages: list[Message], run: Run, settings: Settings | None, deadline: Deadline
+) -> dict[str, Any]:
+    """Each message is one run. Transient failures go back to the queue (listed in
+    `batchItemFailures`); the rest are stored. Nothing is lost: a message whose record
+    could not be stored goes back to the queue too."""
+    if settings is None:
+        log.error("Settings are invalid: the whole batch goes back to the queue")
+        return _batch_response([m.message_id for m in messages])
+    limit = asyncio.Semaphore(settings.sqs_concurrency)
+    async with open_session(
+        settings, deadline, max_connections=settings.sqs_concurrency
+    ) as session:
+
+        async def one(message: Message) -> Outcome:
+            if message.problem is not None:
+                return Outcome.failed(message.problem, model=None)
+            async with limit:
+                return await run_job(message.overrides, session)
+
+        outcomes = await asyncio.gather(*(one(m) for m in messages))
+    retry = [m.message_id for m, o in zip(messages, outcomes, strict=True) if o.transient]
+    done = [
+        (i, m, o)
+        for i, (m, o) in enumerate(zip(messages, outcomes, strict=True))
+        if not o.transient
+    ]
+    if done and not store(settings, run, [run.record(i, o, m.message_id) for i, m, o in done]):
+        retry += [m.message_id for _, m, _ in done]
+    record_metrics(list(outcomes), retried_by_queue=len(retry))
+    log.info(
+        "Handled an SQS batch",
+        extra={
+            "messages": len(messages),
+            "stored": len(messages) - len(retry),
+            "retry": len(retry),
+        },
+    )
+    return _batch_response(retry)
+
+
+def _batch_response(message_ids: list[str]) -> dict[str, Any]:
+    return {"batchItemFailures": [{"itemIdentifier": i} for i in message_ids]}
+
+
+def _request_id(context: Any) -> str | None:
+    value = getattr(context, "aws_request_id", None)
+    return value if isinstance(value, str) else None
 
 
 def reply(trigger: str, outcome: Outcome) -> Envelope | dict[str, Any]:

@@ -17,24 +17,24 @@ log = logging.getLogger(__name__)
 _MODEL_PIPELINE = ModelPipeline()
 
 
-def check_ready(settings: Settings) -> None:
+def check_ready(settings: Settings, token: str | None) -> None:
     """Refuse before any request what cannot work: the dead host, a missing token."""
     if settings.endpoint_host == DEAD_HOST:
         raise ConfigError(
             f"HUGGINGFACE_API_ENDPOINT points at {DEAD_HOST}, which Hugging Face has shut down; "
             f"use {DEFAULT_ENDPOINT}"
         )
-    if settings.needs_token and not settings.token:
+    if settings.needs_token and not token:
         raise ConfigError(
             "No Hugging Face token: set HUGGINGFACE_API_KEY (or HF_TOKEN) to a token from "
-            "https://huggingface.co/settings/tokens"
+            "https://huggingface.co/settings/tokens, or HUGGINGFACE_API_KEY_SECRET_ARN / "
+            "HUGGINGFACE_API_KEY_PARAMETER to where it is stored"
         )
 
 
 async def run_inference(
     inputs: RunInputs, settings: Settings, client: HFClient, deadline: Deadline
 ) -> Outcome:
-    check_ready(settings)
     named = get_task(inputs.task) if inputs.task else None
     request = named or _MODEL_PIPELINE
     answer = await client.post_json(

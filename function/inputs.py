@@ -226,8 +226,8 @@ def merge_inputs(overrides: Mapping[str, Any], settings: Settings) -> dict[str, 
     unknown = sorted(str(k) for k in overrides if k not in RUN_INPUT_FIELDS)
     if unknown:
         raise InputError(f"unknown input field(s): {_did_you_mean(unknown, RUN_INPUT_FIELDS)}")
-    name = overrides.get("run_config") or settings.run_config
-    if not isinstance(name, str):
+    name = run_config_name(overrides, settings)
+    if name is None:
         raise InputError("run_config: expected the name or path of a run config file")
     merged = load_run_config(name, settings)
     if overrides.get("task") and overrides["task"] != implied_task(merged):
@@ -243,6 +243,12 @@ def merge_inputs(overrides: Mapping[str, Any], settings: Settings) -> dict[str, 
         else:
             merged[key] = value
     return merged
+
+
+def run_config_name(overrides: Mapping[str, Any], settings: Settings) -> str | None:
+    """The run config a run starts from (for run records), when it is a name."""
+    name = overrides.get("run_config") or settings.run_config
+    return name if isinstance(name, str) else None
 
 
 def validate_inputs(merged: Mapping[str, Any]) -> RunInputs:

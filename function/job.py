@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -12,42 +14,67 @@ import httpx
 from function.client import Deadline, HFClient, new_http_client
 from function.envelope import Outcome
 from function.errors import RunJobError
-from function.inference import run_inference
-from function.inputs import merge_inputs, requested_model, validate_inputs
+from function.inference import check_ready, run_inference
+from function.inputs import merge_inputs, requested_model, run_config_name, validate_inputs
+from function.runs import Run, store
+from function.secrets import resolve_token
 from function.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-async def run_job(
-    overrides: Mapping[str, Any],
-    settings: Settings,
-    deadline: Deadline,
-    *,
-    http: httpx.AsyncClient | None = None,
-) -> Outcome:
+@dataclass
+class Session:
+    """What the runs of one invocation share: settings, deadline, connections, the token."""
+
+    settings: Settings
+    deadline: Deadline
+    http: httpx.AsyncClient
+    _token: list[str | None] = field(default_factory=list)  # empty until resolved
+
+    def token(self) -> str | None:
+        """The token, resolved once per session (raises ConfigError if its store fails)."""
+        if not self._token:
+            self._token.append(resolve_token(self.settings))
+        return self._token[0]
+
+    def redact(self, text: str) -> str:
+        secret = self._token[0] if self._token else self.settings.env_token
+        return text.replace(secret, "***") if secret else text
+
+
+@asynccontextmanager
+async def open_session(
+    settings: Settings, deadline: Deadline, *, max_connections: int = 10
+) -> AsyncIterator[Session]:
+    async with new_http_client(settings, max_connections=max_connections) as http:
+        yield Session(settings, deadline, http)
+
+
+async def run_job(overrides: Mapping[str, Any], session: Session) -> Outcome:
     """Merge, validate and run; never raises. `overrides` are the trigger's input fields."""
+    settings = session.settings
     model: str | None = None
     started = time.monotonic()
     try:
         merged = merge_inputs(overrides, settings)
         model = requested_model(merged)
         inputs = validate_inputs(merged)
-        if http is not None:
-            outcome = await run_inference(inputs, settings, HFClient(settings, http), deadline)
-        else:
-            async with new_http_client(settings) as own_http:
-                client = HFClient(settings, own_http)
-                outcome = await run_inference(inputs, settings, client, deadline)
+        token = session.token()
+        check_ready(settings, token)
+        client = HFClient(settings, session.http, token)
+        outcome = await run_inference(inputs, settings, client, session.deadline)
     except RunJobError as exc:
         outcome = Outcome.failed(exc, model=model)
-        if settings.token:
-            _redact(outcome, settings.token)
+        # Belt and braces: no message may carry the token, whatever produced it.
+        outcome.envelope["error"] = session.redact(exc.message)
     except Exception as exc:  # the envelope is the contract: nothing escapes
         log.exception("Unexpected error in the run")
         outcome = Outcome.failed(
             RunJobError(f"Internal error ({exc.__class__.__name__}); see the logs"), model=model
         )
+    outcome.run_config = run_config_name(overrides, settings)
+    outcome.duration_ms = round((time.monotonic() - started) * 1000)
     log.info(
         "Run finished",
         extra={
@@ -56,14 +83,18 @@ async def run_job(
             "success": outcome.success,
             "error_kind": outcome.error_kind,
             "attempts": outcome.attempts,
-            "duration_ms": round((time.monotonic() - started) * 1000),
+            "duration_ms": outcome.duration_ms,
+            "characters": outcome.usage.characters,
         },
     )
     return outcome
 
 
-def _redact(outcome: Outcome, secret: str) -> None:
-    """Belt and braces: no message may carry the token, whatever produced it."""
-    error = outcome.envelope["error"]
-    if error and secret in error:
-        outcome.envelope["error"] = error.replace(secret, "***")
+async def run_once(
+    overrides: Mapping[str, Any], run: Run, settings: Settings, deadline: Deadline
+) -> Outcome:
+    """One run in its own session, its record stored in the results sink."""
+    async with open_session(settings, deadline) as session:
+        outcome = await run_job(overrides, session)
+    store(settings, run, [run.record(0, outcome)])
+    return outcome

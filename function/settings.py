@@ -35,6 +35,15 @@ class Settings(BaseSettings):
     backoff_max_s: float = Field(default=8.0, gt=0, validation_alias="HF_BACKOFF_MAX")
     default_budget_s: float = Field(default=60.0, gt=0, validation_alias="HF_DEFAULT_BUDGET")
     deadline_margin_s: float = Field(default=1.0, ge=0, validation_alias="HF_DEADLINE_MARGIN")
+    # Where the token comes from when it is not in the environment (AWS deployments).
+    secret_arn: str | None = Field(default=None, validation_alias="HUGGINGFACE_API_KEY_SECRET_ARN")
+    parameter_name: str | None = Field(
+        default=None, validation_alias="HUGGINGFACE_API_KEY_PARAMETER"
+    )
+    secret_ttl_s: int = Field(default=300, ge=0, validation_alias="HF_SECRET_TTL")
+    # Where run records go: a local directory (default) or s3://bucket/prefix/.
+    results_uri: str = Field(default="runs", validation_alias="RESULTS_URI")
+    sqs_concurrency: int = Field(default=10, ge=1, le=100, validation_alias="HF_SQS_CONCURRENCY")
 
     @field_validator("huggingface_api_endpoint")
     @classmethod
@@ -48,7 +57,8 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def token(self) -> str | None:
+    def env_token(self) -> str | None:
+        """The token set in the environment (see `function.secrets.resolve_token`)."""
         return self.huggingface_api_key.get_secret_value() if self.huggingface_api_key else None
 
     @property

@@ -30,6 +30,11 @@ ENV_VARS = (
     "HF_BACKOFF_MAX",
     "HF_DEFAULT_BUDGET",
     "HF_DEADLINE_MARGIN",
+    "HUGGINGFACE_API_KEY_SECRET_ARN",
+    "HUGGINGFACE_API_KEY_PARAMETER",
+    "HF_SECRET_TTL",
+    "RESULTS_URI",
+    "HF_SQS_CONCURRENCY",
 )
 
 
@@ -40,10 +45,11 @@ def hf() -> Iterator[FakeHF]:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, hf: FakeHF) -> pytest.MonkeyPatch:
+def env(monkeypatch: pytest.MonkeyPatch, hf: FakeHF, tmp_path: Path) -> pytest.MonkeyPatch:
     """The job's environment, pointed at the fake server, with quick backoff."""
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RESULTS_URI", str(tmp_path / "runs"))
     monkeypatch.setenv("HUGGINGFACE_API_ENDPOINT", hf.endpoint)
     monkeypatch.setenv("HUGGINGFACE_API_KEY", TOKEN)
     monkeypatch.setenv("HF_BACKOFF_BASE", "0.05")

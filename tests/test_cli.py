@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,13 @@ from tests.conftest import ENV_VARS, EVENTS_DIR, ROOT, TOKEN
 from tests.fakehf import FakeHF, Reply
 
 MODEL_PATH = "/models/facebook/bart-large-mnli"
+RESULTS = Path(tempfile.mkdtemp(prefix="hf-run-job-cli-"))
 OK = Reply(200, [{"label": "billing", "score": 0.7}, {"label": "tech", "score": 0.3}])
 
 
 def cli(*args: str, hf: FakeHF | None = None, token: str | None = TOKEN, cmd=None, **extra_env):
     env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env.setdefault("RESULTS_URI", str(RESULTS))
     if hf is not None:
         env["HUGGINGFACE_API_ENDPOINT"] = hf.endpoint
     if token:

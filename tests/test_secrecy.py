@@ -7,12 +7,25 @@ import logging
 
 import pytest
 
+from function.observability import configure_logging
 from function.settings import load_settings
 from tests.conftest import TOKEN, invoke
 from tests.fakehf import Reply
 
 PATH = "/models/facebook/bart-large-mnli"
 ECHO = {"error": f"bad token Bearer {TOKEN}", "estimated_time": 0.1}
+
+
+@pytest.fixture
+def everything_at_debug():
+    configure_logging()  # before lowering the level: it sets the job's loggers up once
+    loggers = [logging.getLogger(name) for name in ("httpx", "httpcore", "function")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.DEBUG)
+    yield
+    for lg, level in zip(loggers, levels, strict=True):
+        lg.setLevel(level)
 
 
 @pytest.mark.parametrize(
@@ -28,22 +41,25 @@ ECHO = {"error": f"bad token Bearer {TOKEN}", "estimated_time": 0.1}
         [Reply(reset=True)],
     ],
 )
-def test_token_stays_secret(env, hf, debug_logs, replies):
-    logging.getLogger("httpx").setLevel(logging.DEBUG)
-    logging.getLogger("httpcore").setLevel(logging.DEBUG)
+def test_token_stays_secret(env, hf, debug_logs, capfd, everything_at_debug, replies):
     hf.on(PATH, *replies)
     event = {"requestContext": {}, "body": json.dumps({"text": "x"})}
     reply = invoke(event).reply
     assert hf.requests, "the request was made"
     assert TOKEN not in json.dumps(reply)
+    # The library loggers (caplog) and the job's own JSON log lines (stderr).
     assert debug_logs.records, "debug logging was captured"
     for record in debug_logs.records:
         assert TOKEN not in record.getMessage()
         assert TOKEN not in str(record.__dict__)
-    assert TOKEN not in debug_logs.text
+    out, err = capfd.readouterr()
+    job_lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(line["message"] == "Run finished" for line in job_lines)
+    assert any(line["level"] == "DEBUG" for line in job_lines)
+    assert TOKEN not in out and TOKEN not in err
 
 
 def test_settings_do_not_show_the_token(env):
     settings = load_settings()
-    assert settings.token == TOKEN
+    assert settings.env_token == TOKEN
     assert TOKEN not in repr(settings) and TOKEN not in str(settings.model_dump())

@@ -1,0 +1,203 @@
+"""Run records and where they are kept: a local directory (JSONL, one file a day) or S3
+(one JSONL object a run under `dt=YYYY-MM-DD/`, so Athena can query it).
+
+One record per envelope, flat so that it reads as a table:
+`run_id, item, trigger, run_config, request_id, message_id, started_at, ended_at,
+duration_ms, attempts, task, model, success, error_kind, characters, compute_time_s, envelope`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from function.envelope import Outcome
+from function.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def new_run_id(now: datetime) -> str:
+    """Sortable by time, and the date it carries locates the run in either sink."""
+    return f"{now:%Y%m%dT%H%M%S}Z-{uuid.uuid4().hex[:8]}"
+
+
+def run_date(run_id: str) -> date | None:
+    try:
+        return datetime.strptime(run_id[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+@dataclass
+class Run:
+    """One invocation: its metadata, for every record it writes."""
+
+    trigger: str
+    started_at: datetime
+    request_id: str | None = None
+    run_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.run_id = self.run_id or new_run_id(self.started_at)
+
+    def record(self, item: int, outcome: Outcome, message_id: str | None = None) -> dict[str, Any]:
+        ended = datetime.now(UTC)
+        envelope = outcome.envelope
+        return {
+            "run_id": self.run_id,
+            "item": item,
+            "trigger": self.trigger,
+            "run_config": outcome.run_config,
+            "request_id": self.request_id,
+            "message_id": message_id,
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(ended),
+            "duration_ms": outcome.duration_ms,
+            "attempts": outcome.attempts,
+            "task": outcome.task,
+            "model": envelope["model"],
+            "success": envelope["success"],
+            "error_kind": outcome.error_kind,
+            "characters": outcome.usage.characters,
+            "compute_time_s": outcome.usage.compute_time_s,
+            "envelope": envelope,
+        }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Sink(Protocol):
+    def write(self, run_id: str, records: list[dict[str, Any]]) -> str:
+        """Store a run's records; return where they went."""
+
+    def runs(self, since: date | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Each run's records, newest run first."""
+
+    def run(self, run_id: str) -> list[dict[str, Any]]:
+        """One run's records (empty if there is no such run)."""
+
+
+class LocalSink:
+    """`<dir>/YYYY-MM-DD.jsonl`, a line per record, appended."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def write(self, run_id: str, records: list[dict[str, Any]]) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{run_date(run_id) or date.today()}.jsonl"
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        with path.open("a", encoding="utf-8") as file:
+            file.write(lines)  # one write: concurrent runs do not interleave lines
+        return str(path)
+
+    def runs(self, since: date | None = None) -> Iterator[list[dict[str, Any]]]:
+        if not self.directory.is_dir():
+            return
+        for path in sorted(self.directory.glob("*.jsonl"), reverse=True):
+            if since and path.stem < since.isoformat():
+                break
+            yield from reversed(list(_group_by_run(_read_lines(path))))
+
+    def run(self, run_id: str) -> list[dict[str, Any]]:
+        day = run_date(run_id)
+        paths = [self.directory / f"{day}.jsonl"] if day else self.directory.glob("*.jsonl")
+        return [r for p in paths if p.is_file() for r in _read_lines(p) if r["run_id"] == run_id]
+
+
+class S3Sink:
+    """`s3://bucket/prefix/dt=YYYY-MM-DD/<run_id>.jsonl`, one object per run."""
+
+    def __init__(self, bucket: str, prefix: str) -> None:
+        import boto3  # only the AWS path pays for it
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.s3 = boto3.client("s3")
+
+    def key(self, run_id: str) -> str:
+        return f"{self.prefix}dt={run_date(run_id) or date.today()}/{run_id}.jsonl"
+
+    def write(self, run_id: str, records: list[dict[str, Any]]) -> str:
+        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+        key = self.key(run_id)
+        self.s3.put_object(
+            Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson"
+        )
+        return f"s3://{self.bucket}/{key}"
+
+    def runs(self, since: date | None = None) -> Iterator[list[dict[str, Any]]]:
+        keys: list[str] = []
+        paginator = self.s3.get_paginator("list_objects_v2")
+        start_after = f"{self.prefix}dt={since.isoformat()}" if since else ""
+        for page in paginator.paginate(
+            Bucket=self.bucket, Prefix=self.prefix, StartAfter=start_after
+        ):
+            keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".jsonl")]
+        for key in sorted(keys, key=lambda k: k.rsplit("/", 1)[-1], reverse=True):
+            yield self._read(key)
+
+    def run(self, run_id: str) -> list[dict[str, Any]]:
+        try:
+            return self._read(self.key(run_id))
+        except self.s3.exceptions.NoSuchKey:
+            return []
+
+    def _read(self, key: str) -> list[dict[str, Any]]:
+        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode("utf-8")
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+def open_sink(uri: str) -> Sink:
+    parts = urlsplit(uri)
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise ValueError(f"RESULTS_URI {uri!r} names no bucket; expected s3://bucket/prefix/")
+        return S3Sink(parts.netloc, parts.path)
+    if parts.scheme not in ("", "file"):
+        raise ValueError(f"RESULTS_URI {uri!r}: expected a directory or s3://bucket/prefix/")
+    return LocalSink(Path(parts.path if parts.scheme == "file" else uri))
+
+
+def _read_lines(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as file:
+        for number, line in enumerate(file, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    log.warning("Skipping a damaged line %d of %s", number, path)
+
+
+def _group_by_run(records: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    current: list[dict[str, Any]] = []
+    for record in records:
+        if current and record.get("run_id") != current[0].get("run_id"):
+            yield current
+            current = []
+        current.append(record)
+    if current:
+        yield current
+
+
+def store(settings: Settings, run: Run, records: list[dict[str, Any]]) -> bool:
+    """Write the run's records. A sink failure is logged, never raised: the reply stands."""
+    try:
+        where = open_sink(settings.results_uri).write(run.run_id, records)
+    except Exception:
+        log.exception(
+            "Could not store the run's records", extra={"results_uri": settings.results_uri}
+        )
+        return False
+    log.info("Stored the run's records", extra={"location": where, "records": len(records)})
+    return True
