@@ -8,11 +8,14 @@ import json
 import logging
 import os
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from function.envelope import Outcome
+
+if TYPE_CHECKING:
+    from function.runs import Sink
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -24,6 +27,8 @@ examples:
       --text "I love it" --label null              # drop the config's labels: model's own task
   hf-run-job run --config my_job --param multi_label=true
   hf-run-job run --event events/scheduled-event.json  # run the Lambda handler on a saved event
+  hf-run-job history --failed --since 2026-11-01   # recent runs from RESULTS_URI
+  hf-run-job show 20261123T084755123Z-1a2b3c4d     # one run's envelopes
 
 Prints the envelope {success, result, is_classification, model, error} as JSON on stdout.
 Exit status: 0 success, 1 failure envelope, 2 usage error.
@@ -108,6 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="run the Lambda handler on a saved event (JSON); other flags are ignored",
     )
+    history = commands.add_parser(
+        "history",
+        help="list recent runs from the results sink (RESULTS_URI)",
+        description="List recent runs, newest first, from RESULTS_URI (a directory or s3://).",
+    )
+    history.add_argument(
+        "--limit", metavar="N", type=_positive_int, default=20, help="how many runs (default 20)"
+    )
+    history.add_argument("--failed", action="store_true", help="only runs with a failure")
+    history.add_argument(
+        "--since",
+        metavar="DATE",
+        type=date.fromisoformat,
+        help="only runs on or after this day (YYYY-MM-DD, UTC)",
+    )
+    history.add_argument("--results", metavar="URI", help="the sink (default: $RESULTS_URI, runs/)")
+    show = commands.add_parser(
+        "show", help="print one run's envelopes", description="Print one run's records as JSON."
+    )
+    show.add_argument("run_id", metavar="RUN_ID", help="as listed by 'history'")
+    show.add_argument("--results", metavar="URI", help="the sink (default: $RESULTS_URI, runs/)")
     return parser
 
 
@@ -154,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command == "history":
+        return _history(args)
+    if args.command == "show":
+        return _show(args)
     if args.event is not None:
         return _run_event(args.event, parser)
     return _run(overrides_from_args(args, parser), args.timeout)
@@ -195,6 +225,76 @@ def _run_event(path: Path, parser: argparse.ArgumentParser) -> int:
         json.loads(reply["body"]) if isinstance(reply, dict) and "statusCode" in reply else reply
     )
     return EXIT_OK if isinstance(envelope, dict) and envelope.get("success") else EXIT_FAILED
+
+
+def _sink(uri: str | None) -> Sink:
+    from function.runs import open_sink
+    from function.settings import load_settings
+
+    return open_sink(uri or load_settings().results_uri)
+
+
+def _history(args: argparse.Namespace) -> int:
+    runs = []
+    for records in _sink(args.results).runs(since=args.since):
+        if args.failed and all(r.get("success") for r in records):
+            continue
+        runs.append(records)
+        if len(runs) >= args.limit:
+            break
+    rows = [_history_row(records) for records in runs]
+    header = ("TIME (UTC)", "RUN ID", "TRIGGER", "MODEL", "SUCCESS", "DURATION", "CHARACTERS")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        sys.stdout.write("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))
+        sys.stdout.write("\n")
+    if not rows:
+        sys.stderr.write("No runs found.\n")
+    return EXIT_OK
+
+
+def _history_row(records: list[dict[str, Any]]) -> tuple[str, ...]:
+    first = records[0]
+    models = sorted({str(r.get("model")) for r in records})
+    succeeded = sum(1 for r in records if r.get("success"))
+    success = ("yes" if succeeded else "no") if len(records) == 1 else f"{succeeded}/{len(records)}"
+    characters = [r["characters"] for r in records if isinstance(r.get("characters"), int)]
+    duration = max(int(r.get("duration_ms") or 0) for r in records)
+    return (
+        str(first.get("started_at", ""))[:19].replace("T", " "),
+        str(first.get("run_id", "")),
+        str(first.get("trigger", "")),
+        models[0] if len(models) == 1 else f"{len(models)} models",
+        success,
+        f"{duration / 1000:.2f} s",
+        str(sum(characters)) if characters else "-",
+    )
+
+
+def _show(args: argparse.Namespace) -> int:
+    records = _sink(args.results).run(args.run_id)
+    if not records:
+        sys.stderr.write(f"No run {args.run_id!r} in the results sink.\n")
+        return EXIT_FAILED
+    first = records[0]
+    _print(
+        {
+            "run_id": first["run_id"],
+            "trigger": first.get("trigger"),
+            "run_config": first.get("run_config"),
+            "started_at": first.get("started_at"),
+            "ended_at": max(str(r.get("ended_at")) for r in records),
+            "envelopes": [r["envelope"] for r in records],
+        }
+    )
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def _print(value: Any) -> None:

@@ -21,6 +21,7 @@ from function.envelope import Outcome
 SERVICE = "hf-run-job"
 NAMESPACE = "HfRunJob"
 
+
 # stderr: in Lambda it reaches CloudWatch like stdout; on a terminal it stays apart from the
 # envelope (stdout) and from EMF metrics, which Powertools prints to stdout.
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

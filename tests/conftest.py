@@ -14,6 +14,8 @@ import pytest
 
 from tests.fakehf import REFERENCE_DIR, FakeHF
 
+pytest_plugins = ["tests.aws"]  # the moto server fixtures
+
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS_DIR = ROOT / "events"
 TOKEN = "hf_test_TOKEN_must_never_leak_0123456789abcdef"
