@@ -29,3 +29,18 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+
+# --- AWS SAM ------------------------------------------------------------------------------
+# `sam build` runs this target (template.yaml: BuildMethod makefile) to make a lean package:
+# the code, the run configs, and the runtime dependencies for arm64 / Python 3.12 — without
+# boto3, which the Lambda runtime ships. Keep LAMBDA_DEPS in step with pyproject's
+# dependencies (a test checks it).
+LAMBDA_DEPS := httpx pydantic-settings aws-lambda-powertools
+LAMBDA_PIP  := --platform manylinux2014_aarch64 --implementation cp --python-version 3.12 \
+               --only-binary=:all:
+
+build-RunJobFunction:
+	cp -R handler.py function run_config "$(ARTIFACTS_DIR)/"
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-compile \
+	    --target "$(ARTIFACTS_DIR)" $(LAMBDA_PIP) $(LAMBDA_DEPS)
+	find "$(ARTIFACTS_DIR)" -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,242 @@
+"""template.yaml: cfn-lint, sam validate, cfn-lint on the expanded template (which catches
+what cfn-lint alone lets through), the shape that matters, and a lean `sam build`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from samtranslator.model.exceptions import InvalidDocumentException
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+from tests.conftest import ROOT
+
+TEMPLATE = ROOT / "template.yaml"
+BIN = Path(sys.executable).parent
+TOOL_ENV = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(autouse=True)
+def _region(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # the transform asks boto3 for it
+
+
+def template() -> dict[str, Any]:
+    return yaml_parse(TEMPLATE.read_text())
+
+
+class _NoManagedPolicies:
+    """The template names managed policies by ARN, so there is nothing to look up in IAM."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def expand(sam_template: dict[str, Any]) -> dict[str, Any]:
+    """The SAM transform, offline: plain CloudFormation. Local code folders stand in for
+    the S3 location `sam package` would give them, as `sam validate` does."""
+    sam_template = copy.deepcopy(sam_template)
+    for resource in sam_template["Resources"].values():
+        if resource.get("Type") == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = "s3://packaged-code/run-job.zip"
+    return transform(sam_template, {}, _NoManagedPolicies())
+
+
+def cfn_lint(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "cfn-lint"), str(path)],
+        capture_output=True,
+        text=True,
+        env=TOOL_ENV,
+        timeout=300,
+    )
+
+
+def lint_expanded(sam_template: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess:
+    path = tmp_path / "expanded.json"
+    path.write_text(json.dumps(expand(sam_template), indent=1))
+    return cfn_lint(path)
+
+
+def test_cfn_lint_finds_nothing():
+    done = cfn_lint(TEMPLATE)
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+def test_sam_validate():
+    done = subprocess.run(
+        [str(BIN / "sam"), "validate", "--region", "us-east-1", "-t", str(TEMPLATE)],
+        capture_output=True,
+        text=True,
+        env=TOOL_ENV,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "is a valid SAM Template" in done.stdout + done.stderr
+
+
+def test_expanded_template_lints_clean(tmp_path):
+    done = lint_expanded(template(), tmp_path)
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+def _function(t: dict) -> dict:
+    return t["Resources"]["RunJobFunction"]["Properties"]
+
+
+def _bad_runtime(t):
+    _function(t)["Runtime"] = "python3.99"
+
+
+def _misspelled_batch_failures(t):
+    _function(t)["Events"]["Queue"]["Properties"]["FunctionResponseTypes"] = [
+        "ReportBatchItemFailure"
+    ]
+
+
+def _iam_auth_typo(t):
+    _function(t)["FunctionUrlConfig"]["AuthType"] = "IAM"
+
+
+def _dangling_getatt(t):
+    _function(t)["Events"]["Queue"]["Properties"]["Queue"] = {"Fn::GetAtt": ["NoSuchQueue", "Arn"]}
+
+
+def _visibility_shorter_than_timeout(t):
+    t["Resources"]["RunQueue"]["Properties"]["VisibilityTimeout"] = 30
+    _function(t)["Timeout"] = 120
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        _bad_runtime,
+        _misspelled_batch_failures,
+        _iam_auth_typo,
+        _dangling_getatt,
+        _visibility_shorter_than_timeout,
+    ],
+)
+def test_expanded_lint_catches_what_plain_cfn_lint_misses(mutate, tmp_path):
+    broken = template()
+    mutate(broken)
+    try:
+        done = lint_expanded(broken, tmp_path)
+    except InvalidDocumentException:  # the transform itself refused it: caught too
+        return
+    assert done.returncode != 0, f"{mutate.__name__} was not caught"
+    assert re.search(r"^E\d{4}", done.stdout, re.M), done.stdout
+
+
+def test_the_template_says_what_the_issue_asks():
+    t = template()
+    resources = t["Resources"]
+    fn = _function(t)
+    assert (fn["Runtime"], fn["Architectures"], fn["Handler"]) == (
+        "python3.12",
+        ["arm64"],
+        "handler.lambda_handler",
+    )
+    assert resources["RunJobFunction"]["Metadata"]["BuildMethod"] == "makefile"
+    assert fn["FunctionUrlConfig"]["AuthType"] == "AWS_IAM"
+    queue_event = fn["Events"]["Queue"]["Properties"]
+    assert queue_event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    redrive = resources["RunQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["RunDeadLetterQueue", "Arn"]}
+    # Visibility timeout is six times the function timeout, for every allowed timeout.
+    allowed = t["Parameters"]["FunctionTimeout"]["AllowedValues"]
+    assert {k: v["Seconds"] for k, v in t["Mappings"]["Visibility"].items()} == {
+        k: 6 * int(k) for k in allowed
+    }
+    # Least privilege: only the secret, only runs/ of the bucket.
+    (policy,) = fn["Policies"]
+    statements = {s["Sid"]: s for s in policy["Statement"]}
+    assert statements["ReadTheToken"]["Action"] == "secretsmanager:GetSecretValue"
+    assert statements["ReadTheToken"]["Resource"] == {"Ref": "HuggingFaceTokenSecret"}
+    assert statements["WriteRunRecords"]["Action"] == "s3:PutObject"
+    assert statements["WriteRunRecords"]["Resource"] == {"Fn::Sub": "${ResultsBucket.Arn}/runs/*"}
+    bucket = resources["ResultsBucket"]["Properties"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert any(r.get("ExpirationInDays") for r in bucket["LifecycleConfiguration"]["Rules"])
+    env = fn["Environment"]["Variables"]
+    assert env["HUGGINGFACE_API_KEY_SECRET_ARN"] == {"Ref": "HuggingFaceTokenSecret"}
+    assert env["RESULTS_URI"] == {"Fn::Sub": "s3://${ResultsBucket}/runs/"}
+    assert "HUGGINGFACE_API_KEY" not in env  # the token never sits in the environment
+    schedule = resources["Schedule1"]["Properties"]
+    assert schedule["Target"]["RetryPolicy"] and schedule["Target"]["DeadLetterConfig"]
+    assert schedule["Target"]["Input"] == {"Fn::Sub": '{"run_config": "${Schedule1RunConfig}"}'}
+    assert t["Parameters"]["Schedule1Expression"]["Default"] == "rate(1 hour)"
+    alarms = {k for k, v in resources.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
+    assert alarms == {
+        "FunctionErrorsAlarm",
+        "RunDeadLetterQueueAlarm",
+        "ScheduleDeadLetterQueueAlarm",
+    }
+    assert resources["RunJobLogGroup"]["Properties"]["RetentionInDays"] == {
+        "Ref": "LogRetentionDays"
+    }
+
+
+def test_lambda_package_dependencies_match_pyproject():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ ]", d, maxsplit=1)[0] for d in declared}
+    makefile = (ROOT / "Makefile").read_text()
+    packaged = set(re.search(r"^LAMBDA_DEPS\s*:=\s*(.+)$", makefile, re.M).group(1).split())
+    assert packaged == names - {"boto3"}
+
+
+def test_sam_build_makes_a_lean_package(tmp_path):
+    work = tmp_path / "src"
+    # A copy of what git tracks, as on a fresh clone (no virtualenvs, no caches).
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in files:
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, work / name)
+    env = {**TOOL_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHON": sys.executable}
+    done = subprocess.run(
+        [str(BIN / "sam"), "build", "--build-dir", str(tmp_path / "build")],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    package = tmp_path / "build" / "RunJobFunction"
+    top = {p.name for p in package.iterdir()}
+    assert {
+        "handler.py",
+        "function",
+        "run_config",
+        "httpx",
+        "pydantic_settings",
+        "aws_lambda_powertools",
+        "pydantic_core",
+    } <= top
+    assert not top & {
+        "tests",
+        "events",
+        "bench",
+        ".venv",
+        "boto3",
+        "botocore",
+        "Makefile",
+        "template.yaml",
+        "README.md",
+    }
+    assert any(package.glob("pydantic_core/*aarch64*.so")), "arm64 wheels for the runtime"
+    size = sum(p.stat().st_size for p in package.rglob("*") if p.is_file())
+    assert size < 30 * 2**20, f"package is {size / 2**20:.1f} MiB"
