@@ -246,8 +246,8 @@ def _history(args: argparse.Namespace) -> int:
     header = ("TIME (UTC)", "RUN ID", "TRIGGER", "MODEL", "SUCCESS", "DURATION", "CHARACTERS")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        sys.stdout.write("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))
-        sys.stdout.write("\n")
+        line = "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True))
+        sys.stdout.write(line.rstrip() + "\n")
     if not rows:
         sys.stderr.write("No runs found.\n")
     return EXIT_OK
