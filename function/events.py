@@ -149,11 +149,11 @@ async def handle_event(event: Any, context: Any) -> Any:
     run = Run(invocation.trigger, datetime.now(UTC), _request_id(context))
     start_invocation(run_id=run.run_id, trigger=run.trigger, request_id=run.request_id)
     try:
-        settings = load_settings()
-    except RunJobError as exc:
-        settings, invocation.problem = None, exc
-    deadline = Deadline.for_invocation(context, settings) if settings else Deadline(0)
-    try:
+        try:
+            settings = load_settings()
+        except RunJobError as exc:
+            return _without_settings(invocation, exc)
+        deadline = Deadline.for_invocation(context, settings)
         if invocation.trigger == SQS:
             return await _handle_batch(invocation.messages, run, settings, deadline)
         return await _handle_single(invocation, run, settings, deadline)
@@ -161,13 +161,22 @@ async def handle_event(event: Any, context: Any) -> Any:
         flush_metrics()
 
 
+def _without_settings(invocation: Invocation, problem: RunJobError) -> Any:
+    """Nothing can run or be stored: say so in the trigger's own reply."""
+    log.error("Invalid settings: %s", problem.message)
+    if invocation.trigger == SQS:  # back to the queue, and on to its DLQ
+        return _batch_response([m.message_id for m in invocation.messages])
+    outcome = Outcome.failed(problem, model=None)
+    record_metrics([outcome])
+    return reply(invocation.trigger, outcome)
+
+
 async def _handle_single(
-    invocation: Invocation, run: Run, settings: Settings | None, deadline: Deadline
+    invocation: Invocation, run: Run, settings: Settings, deadline: Deadline
 ) -> Any:
-    if settings is None or invocation.problem is not None:
-        outcome = Outcome.failed(invocation.problem or RunJobError("No settings"), model=None)
-        if settings is not None:
-            store(settings, run, [run.record(0, outcome)])
+    if invocation.problem is not None:
+        outcome = Outcome.failed(invocation.problem, model=None)
+        store(settings, run, [run.record(0, outcome)])
     else:
         outcome = await run_once(invocation.overrides, run, settings, deadline)
     record_metrics([outcome])
@@ -175,14 +184,11 @@ async def _handle_single(
 
 
 async def _handle_batch(
-    messages: list[Message], run: Run, settings: Settings | None, deadline: Deadline
+    messages: list[Message], run: Run, settings: Settings, deadline: Deadline
 ) -> dict[str, Any]:
     """Each message is one run. Transient failures go back to the queue (listed in
     `batchItemFailures`); the rest are stored. Nothing is lost: a message whose record
     could not be stored goes back to the queue too."""
-    if settings is None:
-        log.error("Settings are invalid: the whole batch goes back to the queue")
-        return _batch_response([m.message_id for m in messages])
     limit = asyncio.Semaphore(settings.sqs_concurrency)
     async with open_session(
         settings, deadline, max_connections=settings.sqs_concurrency

@@ -167,3 +167,12 @@ def test_event_that_is_not_an_object(env, hf, event):
     envelope = invoke(event).reply
     assert envelope["success"] is False
     assert envelope["error"].startswith("The event must be a JSON object of run inputs, not ")
+
+
+def test_sqs_batch_goes_back_to_the_queue_when_settings_are_invalid(env, hf):
+    env.setenv("HF_REQUEST_TIMEOUT", "soon")
+    event = load_event("sqs-receive-message.json")
+    event["Records"][0]["body"] = json.dumps({"text": "x"})
+    reply = invoke(event).reply
+    assert reply == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+    assert hf.requests == []
