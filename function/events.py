@@ -165,6 +165,7 @@ def _without_settings(invocation: Invocation, problem: RunJobError) -> Any:
     """Nothing can run or be stored: say so in the trigger's own reply."""
     log.error("Invalid settings: %s", problem.message)
     if invocation.trigger == SQS:  # back to the queue, and on to its DLQ
+        record_metrics([], retried_by_queue=len(invocation.messages))
         return _batch_response([m.message_id for m in invocation.messages])
     outcome = Outcome.failed(problem, model=None)
     record_metrics([outcome])
