@@ -216,20 +216,25 @@ def _did_you_mean(unknown: list[str], known: Iterable[str]) -> str:
 
 
 def merge_inputs(overrides: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
-    """The run config named by the event (else `RUN_CONFIG`), with the event's fields on top.
-
-    `parameters` merge key by key; any other field replaces the config's; a field set to
-    null removes the config's value. An event that names another task than the config's
-    starts that task afresh: the config's task-specific fields (candidate_labels, inputs,
-    parameters) are left out; its model, text and wait_for_model still apply.
-    """
-    unknown = sorted(str(k) for k in overrides if k not in RUN_INPUT_FIELDS)
-    if unknown:
-        raise InputError(f"unknown input field(s): {_did_you_mean(unknown, RUN_INPUT_FIELDS)}")
+    """The run config named by the event (else `RUN_CONFIG`), with the event's fields on top
+    (see `overlay`)."""
+    check_fields(overrides)
     name = run_config_name(overrides, settings)
     if name is None:
         raise InputError("run_config: expected the name or path of a run config file")
-    merged = load_run_config(name, settings)
+    return overlay(load_run_config(name, settings), overrides)
+
+
+def overlay(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`overrides` on top of `base`.
+
+    `parameters` merge key by key; any other field replaces the base's; a field set to null
+    removes the base's value. Overrides that name another task than the base's start that
+    task afresh: the base's task-specific fields (candidate_labels, inputs, parameters) are
+    left out; its model, text and wait_for_model still apply.
+    """
+    check_fields(overrides)
+    merged = dict(base)
     if overrides.get("task") and overrides["task"] != implied_task(merged):
         for key in _TASK_SPECIFIC:
             merged.pop(key, None)
@@ -243,6 +248,12 @@ def merge_inputs(overrides: Mapping[str, Any], settings: Settings) -> dict[str, 
         else:
             merged[key] = value
     return merged
+
+
+def check_fields(overrides: Mapping[str, Any]) -> None:
+    unknown = sorted(str(k) for k in overrides if k not in RUN_INPUT_FIELDS)
+    if unknown:
+        raise InputError(f"unknown input field(s): {_did_you_mean(unknown, RUN_INPUT_FIELDS)}")
 
 
 def run_config_name(overrides: Mapping[str, Any], settings: Settings) -> str | None:
