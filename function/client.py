@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -36,6 +36,7 @@ from function.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from function.limiter import AdaptiveLimiter
 from function.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,14 @@ class ApiResponse:
     attempts: int
 
 
+class Fetcher(Protocol):
+    """What a task run needs of the API: `HFClient`, or a batch's coalescer in front of it."""
+
+    async def post_json(
+        self, url: str, payload: Any, *, model: str, wait_for_model: bool, deadline: Deadline
+    ) -> ApiResponse: ...
+
+
 @dataclass
 class _Attempts:
     """What the retry loop has seen so far, for the final error message."""
@@ -107,10 +116,17 @@ def new_http_client(settings: Settings, *, max_connections: int = 10) -> httpx.A
 class HFClient:
     """Posts JSON to the Inference API and returns the parsed answer, or raises UpstreamError."""
 
-    def __init__(self, settings: Settings, http: httpx.AsyncClient, token: str | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        token: str | None,
+        limiter: AdaptiveLimiter | None = None,
+    ) -> None:
         self.settings = settings
         self.http = http
         self._secret = token
+        self.limiter = limiter
 
     async def post_json(
         self, url: str, payload: Any, *, model: str, wait_for_model: bool, deadline: Deadline
@@ -158,7 +174,7 @@ class HFClient:
         """One request: the parsed answer, or the error it came to."""
         started = time.monotonic()
         try:
-            response = await self.http.post(url, content=content, headers=headers, timeout=timeout)
+            response = await self._send(url, content, headers, timeout)
         except httpx.TimeoutException:
             return UpstreamTimeoutError(
                 f"The request for model '{model}' timed out after "
@@ -185,6 +201,17 @@ class HFClient:
             return ApiResponse(body, _usage(response), seen.count)
         seen.last_status = response.status_code
         return self._error_from_response(response, model)
+
+    async def _send(
+        self, url: str, content: bytes, headers: dict[str, str], timeout: float
+    ) -> httpx.Response:
+        if self.limiter is None:
+            return await self.http.post(url, content=content, headers=headers, timeout=timeout)
+        async with self.limiter.attempt() as attempt:
+            response = await self.http.post(url, content=content, headers=headers, timeout=timeout)
+            attempt.answered = True
+            attempt.overloaded = response.status_code in (429, 503)
+            return response
 
     # -- retry policy ---------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from function.client import Deadline, HFClient
+from function.client import Deadline, Fetcher
 from function.envelope import Outcome, success_envelope
 from function.errors import BadResponseError, ConfigError
 from function.inputs import RunInputs
@@ -33,7 +33,7 @@ def check_ready(settings: Settings, token: str | None) -> None:
 
 
 async def run_inference(
-    inputs: RunInputs, settings: Settings, client: HFClient, deadline: Deadline
+    inputs: RunInputs, settings: Settings, client: Fetcher, deadline: Deadline
 ) -> Outcome:
     named = get_task(inputs.task) if inputs.task else None
     request = named or _MODEL_PIPELINE

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from function.client import Deadline, HFClient, new_http_client
+from function.client import Deadline, Fetcher, HFClient, new_http_client
 from function.envelope import Outcome
 from function.errors import RunJobError
 from function.inference import check_ready, run_inference
-from function.inputs import merge_inputs, requested_model, run_config_name, validate_inputs
+from function.inputs import (
+    merge_inputs,
+    overlay,
+    requested_model,
+    run_config_name,
+    validate_inputs,
+)
+from function.limiter import AdaptiveLimiter
 from function.runs import Run, store
 from function.secrets import resolve_token
 from function.settings import Settings
@@ -25,12 +32,25 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Session:
-    """What the runs of one invocation share: settings, deadline, connections, the token."""
+    """What the runs of one invocation share: settings, deadline, connections, the token,
+    and for batches the concurrency limiter and the request coalescer."""
 
     settings: Settings
     deadline: Deadline
     http: httpx.AsyncClient
+    limiter: AdaptiveLimiter | None = None
+    coalesce: Callable[[HFClient], Fetcher] | None = None
     _token: list[str | None] = field(default_factory=list)  # empty until resolved
+    _client: Fetcher | None = None
+
+    def client(self) -> Fetcher:
+        """The API client, made once the token is known and the endpoint is usable."""
+        if self._client is None:
+            token = self.token()
+            check_ready(self.settings, token)
+            client = HFClient(self.settings, self.http, token, self.limiter)
+            self._client = self.coalesce(client) if self.coalesce else client
+        return self._client
 
     def token(self) -> str | None:
         """The token, resolved once per session (raises ConfigError if its store fails)."""
@@ -51,19 +71,19 @@ async def open_session(
         yield Session(settings, deadline, http)
 
 
-async def run_job(overrides: Mapping[str, Any], session: Session) -> Outcome:
-    """Merge, validate and run; never raises. `overrides` are the trigger's input fields."""
+async def run_job(
+    overrides: Mapping[str, Any], session: Session, base: Mapping[str, Any] | None = None
+) -> Outcome:
+    """Merge, validate and run; never raises. `overrides` are the trigger's input fields,
+    laid over the run config, or over `base` (a batch's run config and shared fields)."""
     settings = session.settings
     model: str | None = None
     started = time.monotonic()
     try:
-        merged = merge_inputs(overrides, settings)
+        merged = overlay(base, overrides) if base is not None else merge_inputs(overrides, settings)
         model = requested_model(merged)
         inputs = validate_inputs(merged)
-        token = session.token()
-        check_ready(settings, token)
-        client = HFClient(settings, session.http, token)
-        outcome = await run_inference(inputs, settings, client, session.deadline)
+        outcome = await run_inference(inputs, settings, session.client(), session.deadline)
     except RunJobError as exc:
         outcome = Outcome.failed(exc, model=model)
         # Belt and braces: no message may carry the token, whatever produced it.

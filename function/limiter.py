@@ -1,0 +1,105 @@
+"""How many requests may be in flight at once: found by asking, capped by the user.
+
+The server's limit is unknown. The limiter starts moderately, doubles its limit while the
+server answers well (slow start), and on the first 429/503 sets it just under the number
+of requests that were in flight when the refused one was sent — which is the server's
+concurrency cap. Then it probes one above that every `limit` successes, so a raised cap
+is found again. `--concurrency` caps the limit and `--rate` spaces out request starts.
+
+A request waiting out a Retry-After does not hold a slot: the limiter wraps single HTTP
+attempts, not whole items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+
+@dataclass
+class Attempt:
+    """Set `answered` when the server answered, and `overloaded` when it said it is over
+    its limit (429, 503). An attempt that got no answer does not move the limit."""
+
+    in_flight_at_start: int
+    answered: bool = False
+    overloaded: bool = False
+
+
+class AdaptiveLimiter:
+    def __init__(self, *, start: int = 8, cap: int = 256, rate: float | None = None) -> None:
+        self.cap = max(1, cap)
+        self.limit = float(min(start, self.cap))
+        self.in_flight = 0
+        self.rate = rate
+        self.overloads = 0
+        self._slow_start = True
+        self._successes = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._next_start = 0.0
+
+    @asynccontextmanager
+    async def attempt(self) -> AsyncIterator[Attempt]:
+        await self._acquire()
+        attempt = Attempt(self.in_flight)
+        try:
+            yield attempt
+        finally:
+            self.in_flight -= 1
+            self._adjust(attempt)
+            self._wake()
+
+    async def _acquire(self) -> None:
+        while self.in_flight >= int(self.limit) or self._waiters_ahead():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # pass on the slot this waiter was given
+                raise
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            if self.in_flight < int(self.limit):
+                break
+        self.in_flight += 1
+        if self.rate:
+            now = time.monotonic()
+            self._next_start = max(now, self._next_start + 1.0 / self.rate)
+            if self._next_start > now:
+                await asyncio.sleep(self._next_start - now)
+
+    def _waiters_ahead(self) -> bool:
+        return any(not w.done() for w in self._waiters)
+
+    def _adjust(self, attempt: Attempt) -> None:
+        if not attempt.answered:
+            return
+        if attempt.overloaded:
+            self.overloads += 1
+            self._slow_start = False
+            self._successes = 0
+            # The cap is below what was in flight when this request went out.
+            self.limit = max(1.0, min(self.limit, attempt.in_flight_at_start - 1.0))
+            return
+        if self._slow_start:
+            self.limit = min(float(self.cap), self.limit + 1.0)  # +1 per answer: x2 a round
+            return
+        self._successes += 1
+        if self._successes >= int(self.limit):
+            self._successes = 0
+            self.limit = min(float(self.cap), self.limit + 1.0)  # probe one above
+
+    def _wake(self) -> None:
+        free = int(self.limit) - self.in_flight
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
