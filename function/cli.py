@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from function.runs import Sink
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_MAX_CONCURRENCY = 64
 
 EPILOG = """\
 examples:
@@ -54,64 +56,52 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
     )
-    run.add_argument(
-        "--config",
-        metavar="NAME|PATH",
-        help="run config name in run_config/, or a path (default: $RUN_CONFIG, else 'default')",
-    )
-    run.add_argument("--model", metavar="M", help="model id, e.g. facebook/bart-large-mnli")
-    run.add_argument("--text", metavar="T", help="the input text")
-    run.add_argument(
-        "--label",
-        metavar="L",
-        action="append",
-        dest="labels",
-        help="a candidate label (repeat; or one comma-separated list; 'null' drops "
-        "the run config's labels)",
-    )
-    run.add_argument(
-        "--task",
-        metavar="T",
-        help="the task, e.g. text-classification (default: "
-        "inferred from the inputs, else from the model's answer)",
-    )
-    run.add_argument(
-        "--param",
-        metavar="KEY=JSON",
-        action="append",
-        default=[],
-        help="a request parameter, e.g. multi_label=true or top_k=3 (repeatable)",
-    )
-    run.add_argument(
-        "--inputs",
-        metavar="JSON",
-        help='structured inputs, e.g. \'{"question": "...", "context": "..."}\'',
-    )
-    wait = run.add_mutually_exclusive_group()
-    wait.add_argument(
-        "--wait",
-        dest="wait_for_model",
-        action="store_true",
-        default=None,
-        help="wait for a cold model to load (the default)",
-    )
-    wait.add_argument(
-        "--no-wait",
-        dest="wait_for_model",
-        action="store_false",
-        help="fail at once if the model is loading",
-    )
-    run.add_argument(
-        "--timeout",
-        metavar="SECONDS",
-        type=float,
-        help="the run's deadline (default: $HF_DEFAULT_BUDGET, 60 s)",
-    )
+    _add_run_flags(run)
     run.add_argument(
         "--event",
         metavar="FILE",
         type=Path,
         help="run the Lambda handler on a saved event (JSON); other flags are ignored",
+    )
+    batch = commands.add_parser(
+        "batch",
+        help="run many items from a JSONL file, in input order",
+        description=(
+            "Run every item of a JSONL file (a line per item: an object of run inputs with an "
+            "optional id, or a JSON string as the text) over the run config and these flags."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=BATCH_EPILOG,
+    )
+    batch.add_argument(
+        "--input",
+        metavar="FILE.jsonl",
+        type=Path,
+        required=True,
+        help="the items, a JSON value per line",
+    )
+    batch.add_argument(
+        "--output",
+        metavar="FILE.jsonl",
+        type=Path,
+        help="where the records go (default: stdout, before the summary)",
+    )
+    _add_run_flags(batch)
+    batch.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=_positive_int,
+        help="at most N requests in flight (default: found by probing, up to 64)",
+    )
+    batch.add_argument(
+        "--rate", metavar="R", type=float, help="at most R requests started per second"
+    )
+    batch.add_argument(
+        "--batch-size",
+        metavar="N",
+        type=_positive_int,
+        default=32,
+        help="texts per feature-extraction request (default 32)",
     )
     history = commands.add_parser(
         "history",
@@ -135,6 +125,76 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id", metavar="RUN_ID", help="as listed by 'history'")
     show.add_argument("--results", metavar="URI", help="the sink (default: $RESULTS_URI, runs/)")
     return parser
+
+
+BATCH_EPILOG = """\
+examples:
+  hf-run-job batch --input tickets.jsonl --output labels.jsonl --label "billing, shipping"
+  hf-run-job batch --input texts.jsonl --task feature-extraction \\
+      --model sentence-transformers/all-MiniLM-L6-v2 --label null --batch-size 64
+
+Each item yields one record, in input order: {success, result, is_classification, model,
+error, id}. The last line on stdout is the summary {total, succeeded, failed, output,
+elapsed_s, items_per_s}. Items not started before --timeout are written, as they came, to
+OUTPUT.continuation.jsonl: run that file as the next batch. Progress goes to stderr.
+Exit status: 0 every item succeeded, 1 some failed or were continued, 2 usage error.
+"""
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="NAME|PATH",
+        help="run config name in run_config/, or a path (default: $RUN_CONFIG, else 'default')",
+    )
+    parser.add_argument("--model", metavar="M", help="model id, e.g. facebook/bart-large-mnli")
+    parser.add_argument("--text", metavar="T", help="the input text")
+    parser.add_argument(
+        "--label",
+        metavar="L",
+        action="append",
+        dest="labels",
+        help="a candidate label (repeat; or one comma-separated list; 'null' drops "
+        "the run config's labels)",
+    )
+    parser.add_argument(
+        "--task",
+        metavar="T",
+        help="the task, e.g. text-classification (default: "
+        "inferred from the inputs, else from the model's answer)",
+    )
+    parser.add_argument(
+        "--param",
+        metavar="KEY=JSON",
+        action="append",
+        default=[],
+        help="a request parameter, e.g. multi_label=true or top_k=3 (repeatable)",
+    )
+    parser.add_argument(
+        "--inputs",
+        metavar="JSON",
+        help='structured inputs, e.g. \'{"question": "...", "context": "..."}\'',
+    )
+    wait = parser.add_mutually_exclusive_group()
+    wait.add_argument(
+        "--wait",
+        dest="wait_for_model",
+        action="store_true",
+        default=None,
+        help="wait for a cold model to load (the default)",
+    )
+    wait.add_argument(
+        "--no-wait",
+        dest="wait_for_model",
+        action="store_false",
+        help="fail at once if the model is loading",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        help="the run's deadline in seconds (run: $HF_DEFAULT_BUDGET, 60 s; batch: none)",
+    )
 
 
 def overrides_from_args(
@@ -180,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command == "batch":
+        return _batch(args, parser)
     if args.command == "history":
         return _history(args)
     if args.command == "show":
@@ -225,6 +287,99 @@ def _run_event(path: Path, parser: argparse.ArgumentParser) -> int:
         json.loads(reply["body"]) if isinstance(reply, dict) and "statusCode" in reply else reply
     )
     return EXIT_OK if isinstance(envelope, dict) and envelope.get("success") else EXIT_FAILED
+
+
+def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from function.batch import BatchOptions, Coalescer, JsonlWriter, items_from_jsonl, run_batch
+    from function.client import Deadline
+    from function.errors import ConfigError
+    from function.job import open_session
+    from function.limiter import AdaptiveLimiter
+    from function.settings import load_settings
+
+    if not args.input.is_file():
+        parser.error(f"--input: no such file {args.input}")
+    shared = overrides_from_args(args, parser)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        sys.stderr.write(exc.message + "\n")
+        return EXIT_FAILED
+    with args.input.open(encoding="utf-8") as lines:
+        total = sum(1 for line in lines if line.strip())
+    output = JsonlWriter(args.output) if args.output else JsonlWriter(stream=sys.stdout)
+    continuation = JsonlWriter((args.output or args.input).with_suffix(".continuation.jsonl"))
+    cap = args.concurrency or DEFAULT_MAX_CONCURRENCY
+    limiter = AdaptiveLimiter(cap=cap, rate=args.rate)
+    deadline = Deadline(args.timeout if args.timeout is not None else float("inf"))
+    progress = Progress(total)
+
+    async def main() -> dict[str, Any]:
+        async with open_session(
+            settings,
+            deadline,
+            max_connections=cap,
+            limiter=limiter,
+            coalesce=lambda client: Coalescer(client, batch_size=args.batch_size),
+        ) as session:
+            with args.input.open(encoding="utf-8") as lines:
+                summary = await run_batch(
+                    shared,
+                    items_from_jsonl(lines),
+                    session,
+                    output,
+                    continuation,
+                    BatchOptions(batch_size=args.batch_size),
+                    progress.update,
+                )
+        summary.output = str(args.output) if args.output else "stdout"
+        if summary.continued:
+            summary.continuation = str(continuation.path)
+        return summary.as_dict()
+
+    try:
+        result = asyncio.run(main())
+    finally:
+        output.close()
+        continuation.close()
+        progress.close()
+    sys.stdout.write(json.dumps(result) + "\n")
+    every_item_ok = result["succeeded"] == result["total"]
+    return EXIT_OK if every_item_ok else EXIT_FAILED
+
+
+class Progress:
+    """A bar on a terminal; a line every few seconds otherwise (logs, CI)."""
+
+    EVERY_S = 5.0
+
+    def __init__(self, total: int, stream: Any = None) -> None:
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.started = self.last = time.monotonic()
+        self.shown = -1
+
+    def update(self, done: int, succeeded: int, failed: int) -> None:
+        now = time.monotonic()
+        if done == self.shown or (
+            now - self.last < (0.2 if self.tty else self.EVERY_S) and done < self.total
+        ):
+            return
+        self.last, self.shown = now, done
+        rate = done / (now - self.started) if now > self.started else 0.0
+        share = done / self.total if self.total else 1.0
+        counts = f"{done}/{self.total} ({share:.0%}) {succeeded} ok {failed} failed {rate:.0f}/s"
+        if self.tty:
+            bar = "#" * int(share * 30)
+            self.stream.write(f"\r[{bar:<30}] {counts}")
+        else:
+            self.stream.write(f"progress: {counts}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self.shown >= 0:
+            self.stream.write("\n")
 
 
 def _sink(uri: str | None) -> Sink:

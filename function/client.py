@@ -143,8 +143,7 @@ class HFClient:
             if remaining < MIN_ATTEMPT_S:
                 raise self._out_of_time(model, seen)
             seen.count += 1
-            timeout = min(self.settings.request_timeout_s, remaining)
-            result = await self._attempt(url, content, headers, timeout, model, seen)
+            result = await self._attempt(url, content, headers, deadline, model, seen)
             if isinstance(result, ApiResponse):
                 return result
             delay = self._retry_delay(result, wait_for_model, seen, deadline)
@@ -167,14 +166,14 @@ class HFClient:
         url: str,
         content: bytes,
         headers: dict[str, str],
-        timeout: float,
+        deadline: Deadline,
         model: str,
         seen: _Attempts,
     ) -> ApiResponse | UpstreamError:
         """One request: the parsed answer, or the error it came to."""
         started = time.monotonic()
         try:
-            response = await self._send(url, content, headers, timeout)
+            response = await self._send(url, content, headers, deadline)
         except httpx.TimeoutException:
             return UpstreamTimeoutError(
                 f"The request for model '{model}' timed out after "
@@ -203,15 +202,26 @@ class HFClient:
         return self._error_from_response(response, model)
 
     async def _send(
-        self, url: str, content: bytes, headers: dict[str, str], timeout: float
+        self, url: str, content: bytes, headers: dict[str, str], deadline: Deadline
     ) -> httpx.Response:
+        """POST within the deadline; with a limiter, only once a slot is free (the wait
+        for it counts against the deadline too)."""
         if self.limiter is None:
-            return await self.http.post(url, content=content, headers=headers, timeout=timeout)
+            return await self._post(url, content, headers, deadline)
         async with self.limiter.attempt() as attempt:
-            response = await self.http.post(url, content=content, headers=headers, timeout=timeout)
+            response = await self._post(url, content, headers, deadline)
             attempt.answered = True
             attempt.overloaded = response.status_code in (429, 503)
             return response
+
+    async def _post(
+        self, url: str, content: bytes, headers: dict[str, str], deadline: Deadline
+    ) -> httpx.Response:
+        remaining = deadline.remaining()
+        if remaining < MIN_ATTEMPT_S:
+            raise httpx.TimeoutException("the run's deadline came before the request was sent")
+        timeout = min(self.settings.request_timeout_s, remaining)
+        return await self.http.post(url, content=content, headers=headers, timeout=timeout)
 
     # -- retry policy ---------------------------------------------------------------------
 

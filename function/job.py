@@ -65,10 +65,15 @@ class Session:
 
 @asynccontextmanager
 async def open_session(
-    settings: Settings, deadline: Deadline, *, max_connections: int = 10
+    settings: Settings,
+    deadline: Deadline,
+    *,
+    max_connections: int = 10,
+    limiter: AdaptiveLimiter | None = None,
+    coalesce: Callable[[HFClient], Fetcher] | None = None,
 ) -> AsyncIterator[Session]:
     async with new_http_client(settings, max_connections=max_connections) as http:
-        yield Session(settings, deadline, http)
+        yield Session(settings, deadline, http, limiter, coalesce)
 
 
 async def run_job(

@@ -39,6 +39,8 @@ class AdaptiveLimiter:
         self.overloads = 0
         self._slow_start = True
         self._successes = 0
+        self._probe_rounds = 1  # rounds of answers between probes; doubles when a probe fails
+        self._probing = False
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._next_start = 0.0
 
@@ -85,6 +87,9 @@ class AdaptiveLimiter:
             self.overloads += 1
             self._slow_start = False
             self._successes = 0
+            if self._probing:  # the level above is still refused: probe it less often
+                self._probe_rounds = min(self._probe_rounds * 2, 64)
+                self._probing = False
             # The cap is below what was in flight when this request went out.
             self.limit = max(1.0, min(self.limit, attempt.in_flight_at_start - 1.0))
             return
@@ -92,8 +97,12 @@ class AdaptiveLimiter:
             self.limit = min(float(self.cap), self.limit + 1.0)  # +1 per answer: x2 a round
             return
         self._successes += 1
-        if self._successes >= int(self.limit):
+        if self._probing and self._successes >= int(self.limit):
+            self._probing = False  # a whole round at the new level: it holds
+            self._probe_rounds = 1
+        if self._successes >= self._probe_rounds * int(self.limit):
             self._successes = 0
+            self._probing = True
             self.limit = min(float(self.cap), self.limit + 1.0)  # probe one above
 
     def _wake(self) -> None:

@@ -20,6 +20,7 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,13 +69,22 @@ class Seen:
 
 
 NOT_FOUND = Reply(404, {"error": "Model not found (fake server: nothing scripted for this path)"})
+OVER_CAPACITY = Reply(429, {"error": "Too many requests in flight"}, {"Retry-After": "1"})
+
+
+Handler = Callable[["Seen"], Reply]  # a reply made from the request
 
 
 class FakeHF:
-    def __init__(self, *, latency: float = 0.0) -> None:
+    def __init__(self, *, latency: float = 0.0, max_in_flight: int | None = None) -> None:
         self.latency = latency
+        # Like the API's rate limiter: past this many requests at once, 429 + Retry-After.
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.refused = 0
         self.requests: list[Seen] = []
-        self._scripts: dict[str, list[Reply]] = {}
+        self._scripts: dict[str, list[Reply | Handler]] = {}
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -127,20 +137,22 @@ class FakeHF:
         """What HUGGINGFACE_API_ENDPOINT should be set to."""
         return self.base_url + PREFIX
 
-    def on(self, path: str, *replies: Reply) -> None:
-        """Script the replies for a path below the endpoint, e.g. `/models/org/name`."""
+    def on(self, path: str, *replies: Reply | Handler) -> None:
+        """Script the replies for a path below the endpoint, e.g. `/models/org/name`; a
+        reply may be a function of the request."""
         with self._lock:
             self._scripts[PREFIX + path] = list(replies)
 
     def seen(self, path: str) -> list[Seen]:
         return [r for r in self.requests if r.path == PREFIX + path]
 
-    def _next_reply(self, path: str) -> Reply:
+    def _next_reply(self, request: Seen) -> Reply:
         with self._lock:
-            script = self._scripts.get(path)
+            script = self._scripts.get(request.path)
             if not script:
                 return NOT_FOUND
-            return script.pop(0) if len(script) > 1 else script[0]
+            reply = script.pop(0) if len(script) > 1 else script[0]
+        return reply if isinstance(reply, Reply) else reply(request)
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -153,9 +165,18 @@ class FakeHF:
                     break
                 with self._lock:
                     self.requests.append(request)
-                reply = self._next_reply(request.path)
-                if self.latency or reply.delay:
-                    await asyncio.sleep(self.latency + reply.delay)
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                try:
+                    if self.max_in_flight is not None and self.in_flight > self.max_in_flight:
+                        self.refused += 1
+                        reply = OVER_CAPACITY  # at once, as a rate limiter answers
+                    else:
+                        reply = self._next_reply(request)
+                        if self.latency or reply.delay:
+                            await asyncio.sleep(self.latency + reply.delay)
+                finally:
+                    self.in_flight -= 1
                 if reply.reset:
                     _reset(writer)
                     return

@@ -1,0 +1,274 @@
+"""Batches: every input item accounted for exactly once, whatever the server does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from function.batch import (
+    BatchOptions,
+    Coalescer,
+    ListWriter,
+    items_from_jsonl,
+    items_from_list,
+    run_batch,
+)
+from function.client import Deadline
+from function.job import open_session
+from function.limiter import AdaptiveLimiter
+from function.settings import load_settings
+from tests.conftest import ENV_VARS, ROOT, TOKEN
+from tests.fakehf import FakeHF, Reply, Seen
+
+MODEL = "facebook/bart-large-mnli"
+PATH = f"/models/{MODEL}"
+
+
+def labels_for(request: Seen) -> Reply:
+    """A zero-shot answer that names the text it classified (to check records match)."""
+    text = request.json["inputs"]
+    return Reply(200, [{"label": text, "score": 0.9}, {"label": "other", "score": 0.1}])
+
+
+def batch(
+    items,
+    *,
+    budget: float = 30.0,
+    cap: int = 64,
+    batch_size: int = 32,
+    shared=None,
+    window: int = 1024,
+):
+    """Run a batch in-process; returns (summary, output records, continuation lines)."""
+
+    async def main():
+        settings = load_settings()
+        output, continuation = ListWriter(), ListWriter()
+        async with open_session(
+            settings,
+            Deadline(budget),
+            max_connections=cap,
+            limiter=AdaptiveLimiter(cap=cap),
+            coalesce=lambda client: Coalescer(client, batch_size=batch_size),
+        ) as session:
+            summary = await run_batch(
+                shared or {},
+                items,
+                session,
+                output,
+                continuation,
+                BatchOptions(batch_size=batch_size, window=window),
+            )
+        return summary, output.values, continuation.values
+
+    return asyncio.run(main())
+
+
+def test_every_item_once_in_input_order_through_a_storm_of_faults(env, hf):
+    env.setenv("HF_MAX_RETRIES", "8")
+    calls = {"n": 0}
+
+    def flaky(request: Seen) -> Reply:
+        calls["n"] += 1
+        n = calls["n"]
+        if n % 7 == 0:
+            return Reply(429, {"error": "slow down"}, {"Retry-After": "0.05"})
+        if n % 11 == 0:
+            return Reply(503, {"error": "Model is currently loading", "estimated_time": 0.1})
+        if n % 13 == 0:
+            return Reply(reset=True)
+        if n % 17 == 0:
+            return Reply(502, "<html>bad gateway</html>", {"Content-Type": "text/html"})
+        return labels_for(request)
+
+    hf.on(PATH, flaky)
+    lines = [json.dumps({"id": f"t{i}", "text": f"text {i}"}) for i in range(400)]
+    lines.insert(100, "{not json")
+    lines.insert(200, json.dumps(["not", "an", "object"]))
+
+    summary, records, continued = batch(items_from_jsonl(lines))
+
+    assert continued == []
+    assert [r["id"] for r in records] == [
+        *[f"t{i}" for i in range(100)],
+        100,
+        *[f"t{i}" for i in range(100, 199)],
+        200,
+        *[f"t{i}" for i in range(199, 400)],
+    ]
+    assert (summary.total, summary.succeeded, summary.failed) == (402, 400, 2)
+    for record in records:
+        if record["success"]:
+            assert record["result"][0]["label"] == record["id"].replace("t", "text ")
+    assert records[100]["error"].startswith("line 101: not valid JSON")
+    assert records[200]["error"] == "line 201: expected an object of run inputs or a text"
+
+
+def test_identical_requests_are_sent_once(env, hf):
+    hf.on(PATH, labels_for)
+    items = [{"text": f"text {i % 50}"} for i in range(500)]
+    summary, records, _ = batch(items_from_list(items))
+    assert summary.succeeded == 500
+    assert len(hf.requests) == 50
+    assert all(r["result"][0]["label"] == items[r["id"]]["text"] for r in records)
+
+
+def test_failures_are_records_not_lost_lines(env, hf):
+    env.setenv("HF_MAX_RETRIES", "1")
+    hf.on(PATH, labels_for)
+    hf.on("/models/org/broken", Reply(500, {"error": "boom"}))
+    items = [
+        {"text": "fine"},
+        {"model": "org/broken", "text": "x"},
+        {"model": "../x"},
+        {"candidate_labels": []},
+        "plain text item",
+        42,
+    ]
+    _summary, records, _ = batch(items_from_list(items))
+    assert [r["id"] for r in records] == [0, 1, 2, 3, 4, 5]
+    assert [r["success"] for r in records] == [True, False, False, False, True, False]
+    assert "HTTP 500" in records[1]["error"]
+    assert records[5]["error"] == "items[5]: expected an object of run inputs or a text"
+
+
+def test_shared_fields_apply_to_every_item_and_items_override_them(env, hf):
+    hf.on(PATH, labels_for)
+    _summary, _records, _ = batch(
+        items_from_list([{"text": "a"}, {"text": "b", "parameters": {"multi_label": True}}]),
+        shared={"candidate_labels": "x, y", "parameters": {"hypothesis_template": "It is {}."}},
+    )
+    sent = sorted((r.json for r in hf.requests), key=lambda b: b["inputs"])
+    assert sent[0]["parameters"] == {
+        "hypothesis_template": "It is {}.",
+        "candidate_labels": ["x", "y"],
+    }
+    assert sent[1]["parameters"]["multi_label"] is True
+
+
+def test_deadline_splits_the_input_into_output_and_continuation(env, hf):
+    hf.on(PATH, lambda request: Reply(200, labels_for(request).body, delay=0.2))
+    items = [{"id": i, "text": f"t{i}"} for i in range(200)]
+    summary, records, continued = batch(items_from_list(items), budget=3.0, cap=4, window=64)
+    # Nothing lost, nothing twice: the records and the continuation cover the input, each
+    # in input order, and the continuation holds the items as they came in.
+    written, rest = [r["id"] for r in records], [c["id"] for c in continued]
+    assert sorted(written + rest) == list(range(200))
+    assert written == sorted(written) and rest == sorted(rest)
+    assert continued and records
+    assert continued == [items[i] for i in rest]
+    assert summary.continued == len(continued)
+    assert all(r["success"] for r in records)
+
+
+def test_adaptive_concurrency_finds_an_unknown_cap_and_loses_nothing(env, hf):
+    capped = FakeHF(latency=0.05, max_in_flight=8).start()
+    try:
+        env.setenv("HUGGINGFACE_API_ENDPOINT", capped.endpoint)
+        env.setenv("HF_MAX_RETRIES", "10")
+        capped.on(PATH, labels_for)
+        items = [{"text": f"t{i}"} for i in range(300)]
+        summary, records, _ = batch(items_from_list(items), cap=64)
+    finally:
+        capped.stop()
+    assert summary.succeeded == 300
+    assert [r["id"] for r in records] == list(range(300))
+    assert capped.refused > 0  # it did hit the cap...
+    assert capped.refused < 40  # ...and then stayed near it instead of hammering
+
+
+def test_feature_extraction_texts_go_in_chunks(env, hf):
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    path = f"/models/{model}/pipeline/feature-extraction"
+
+    def embed(request: Seen) -> Reply:
+        texts = request.json["inputs"]
+        assert isinstance(texts, list)
+        return Reply(200, [[float(len(t)), 1.0, 2.0] for t in texts])
+
+    hf.on(path, embed)
+    items = [{"text": "x" * (i + 1)} for i in range(100)]
+    summary, records, _ = batch(
+        items_from_list(items),
+        batch_size=32,
+        shared={"model": model, "task": "feature-extraction", "candidate_labels": None},
+    )
+    assert summary.succeeded == 100
+    assert len(hf.requests) == 4
+    assert max(len(r.json["inputs"]) for r in hf.requests) == 32
+    assert [r["result"] for r in records] == [[[float(i + 1), 1.0, 2.0]] for i in range(100)]
+
+
+def cli(*args, hf, **extra):
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env.update(HUGGINGFACE_API_ENDPOINT=hf.endpoint, HUGGINGFACE_API_KEY=TOKEN, **extra)
+    return subprocess.run(
+        [sys.executable, "-m", "function", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_batch_streams_records_then_the_summary(hf, tmp_path: Path):
+    hf.on(PATH, labels_for)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": f"t{i}"}) + "\n" for i in range(30)))
+    done = cli("batch", "--input", str(source), "--concurrency", "4", hf=hf)
+    assert done.returncode == 0, done.stderr
+    *records, summary = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["id"] for r in records] == list(range(30))
+    assert summary["total"] == 30 and summary["succeeded"] == 30
+    assert set(summary) >= {"total", "succeeded", "failed", "output", "elapsed_s", "items_per_s"}
+    assert "progress: 30/30 (100%) 30 ok 0 failed" in done.stderr
+    assert hf.peak_in_flight <= 4
+
+
+def test_cli_batch_to_a_file_with_a_continuation(hf, tmp_path: Path):
+    hf.on(PATH, lambda request: Reply(200, labels_for(request).body, delay=0.3))
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(json.dumps(f"text {i}") + "\n" for i in range(60)))
+    done = cli(
+        "batch",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--concurrency",
+        "2",
+        "--timeout",
+        "3",
+        hf=hf,
+    )
+    assert done.returncode == 1
+    summary = json.loads(done.stdout.splitlines()[-1])
+    continuation = tmp_path / "out.continuation.jsonl"
+    assert summary["continuation"] == str(continuation)
+    written = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    rest = continuation.read_text().splitlines()
+    lines = source.read_text().splitlines()
+    assert rest and written
+    assert sorted(written + [lines.index(line) for line in rest]) == list(range(60))
+
+
+def test_cli_batch_rate_cap(hf, tmp_path: Path):
+    hf.on(PATH, labels_for)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(f"t{i}") + "\n" for i in range(20)))
+    done = cli("batch", "--input", str(source), "--rate", "10", hf=hf)
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["succeeded"] == 20
+    assert summary["elapsed_s"] >= 1.5  # 20 requests at 10/s
+
+
+@pytest.mark.parametrize("args", [["batch"], ["batch", "--input", "nope.jsonl"]])
+def test_cli_batch_usage_errors(hf, args):
+    assert cli(*args, hf=hf).returncode == 2
