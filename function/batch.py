@@ -24,10 +24,14 @@ from function.client import ApiResponse, Deadline, HFClient
 from function.envelope import Outcome
 from function.errors import InputError, RunJobError
 from function.inputs import merge_inputs
-from function.job import Session, run_job
+from function.job import Session, open_session, run_job
+from function.limiter import AdaptiveLimiter
+from function.runs import Run
+from function.settings import Settings
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MAX_CONCURRENCY = 64
 # Fields of a batch event that describe the batch rather than the runs.
 BATCH_FIELDS = ("items", "input_uri", "output_uri", "batch_size", "concurrency", "rate")
 
@@ -279,6 +283,8 @@ async def run_batch(
     options = options or BatchOptions()
     started = time.monotonic()
     summary = Summary()
+    # Stop starting items this close to the deadline (a quarter of a short budget).
+    reserve = min(options.reserve_s, session.deadline.remaining() / 4)
     try:
         base: dict[str, Any] | None = merge_inputs(shared, session.settings)
         shared_problem: RunJobError | None = None
@@ -309,13 +315,13 @@ async def run_batch(
             outcome = Outcome.failed(item.problem or shared_problem, model=None)  # type: ignore[arg-type]
         else:
             outcome = await run_job(item.fields, session, base=base)
-            if outcome.transient and session.deadline.remaining() < options.reserve_s:
+            if outcome.transient and session.deadline.remaining() < reserve:
                 finished[item.index] = ("continue", item.raw)  # the deadline cut it short
                 return
         finished[item.index] = ("output", {**outcome.envelope, "id": item.id})
 
     def started_too_late() -> bool:
-        return session.deadline.remaining() < options.reserve_s
+        return session.deadline.remaining() < reserve
 
     for item in items:
         summary.total += 1
@@ -340,3 +346,132 @@ async def run_batch(
     write_ready()
     summary.elapsed_s = time.monotonic() - started
     return summary
+
+
+# -- where items come from and records go: local files or S3 ------------------------------------
+
+INLINE_LIMIT = 100  # batches this small with no output target answer their records inline
+
+
+def read_lines(uri: str) -> Iterator[str]:
+    """The lines of a local file or an S3 object, streamed."""
+    bucket, key = _s3_location(uri)
+    if bucket is None:
+        with Path(uri).open(encoding="utf-8") as file:
+            yield from file
+        return
+    import boto3
+
+    body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+    for line in body.iter_lines():
+        yield line.decode("utf-8")
+
+
+class UploadingWriter(JsonlWriter):
+    """Writes to a temporary file and uploads it to S3 on close (flat memory)."""
+
+    def __init__(self, uri: str) -> None:
+        import tempfile
+
+        bucket, key = _s3_location(uri)
+        assert bucket is not None
+        self.uri, self.bucket, self.key = uri, bucket, key
+        super().__init__(Path(tempfile.mkdtemp(prefix="hf-run-job-")) / "part.jsonl")
+
+    def close(self) -> None:
+        super().close()
+        if self.count and self.path is not None:
+            import boto3
+
+            boto3.client("s3").upload_file(str(self.path), self.bucket, self.key)
+            self.path.unlink()
+
+
+def open_writer(uri: str) -> JsonlWriter:
+    return UploadingWriter(uri) if uri.startswith("s3://") else JsonlWriter(Path(uri))
+
+
+def continuation_uri(output_uri: str) -> str:
+    stem = output_uri.removesuffix(".jsonl")
+    return f"{stem}.continuation.jsonl"
+
+
+def _s3_location(uri: str) -> tuple[str | None, str]:
+    if not uri.startswith("s3://"):
+        return None, uri
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket or not key:
+        raise InputError(f"{uri!r}: expected s3://bucket/key")
+    return bucket, key
+
+
+def batch_items(fields: dict[str, Any]) -> Iterator[Item] | None:
+    """The items of a batch event (`items`, `text` as a list, or `input_uri`), or None."""
+    if "items" in fields:
+        values = fields["items"]
+        if not isinstance(values, list):
+            raise InputError("items: expected a list of objects of run inputs")
+        return items_from_list(values)
+    if isinstance(fields.get("text"), list):
+        return items_from_list(fields["text"])
+    if "input_uri" in fields:
+        uri = fields["input_uri"]
+        if not isinstance(uri, str) or not uri:
+            raise InputError("input_uri: expected a local path or s3://bucket/key of a JSONL file")
+        return items_from_jsonl(read_lines(uri))
+    return None
+
+
+async def run_batch_event(
+    fields: dict[str, Any], run: Run, settings: Settings, deadline: Deadline
+) -> dict[str, Any]:
+    """A batch event: `items` / `text` list / `input_uri`, with optional `output_uri`,
+    `batch_size`, `concurrency` and `rate`; every other field is shared by the items."""
+    items = batch_items(fields)
+    assert items is not None
+    options = BatchOptions(batch_size=_count(fields, "batch_size", 32))
+    cap = _count(fields, "concurrency", DEFAULT_MAX_CONCURRENCY)
+    rate = fields.get("rate")
+    if rate is not None and (not isinstance(rate, int | float) or rate <= 0):
+        raise InputError("rate: expected a positive number of requests per second")
+    shared = {
+        k: v
+        for k, v in fields.items()
+        if k not in BATCH_FIELDS and not (k == "text" and isinstance(v, list))
+    }
+    output_uri = fields.get("output_uri")
+    if output_uri is not None and (not isinstance(output_uri, str) or not output_uri):
+        raise InputError("output_uri: expected a local path or s3://bucket/key")
+    known = fields.get("items", fields.get("text"))
+    inline = output_uri is None and isinstance(known, list) and len(known) <= INLINE_LIMIT
+    target = output_uri or f"{settings.results_uri.rstrip('/')}/batches/{run.run_id}.jsonl"
+    output: Writer = ListWriter() if inline else open_writer(target)
+    continuation = open_writer(continuation_uri(target))
+    limiter = AdaptiveLimiter(cap=cap, rate=rate)
+    try:
+        async with open_session(
+            settings,
+            deadline,
+            max_connections=cap,
+            limiter=limiter,
+            coalesce=lambda client: Coalescer(client, batch_size=options.batch_size),
+        ) as session:
+            summary = await run_batch(shared, items, session, output, continuation, options)
+    except (OSError, ValueError) as exc:  # the input could not be read
+        raise InputError(f"input_uri: could not read it ({type(exc).__name__}: {exc})") from None
+    finally:
+        output.close()
+        continuation.close()
+    summary.output = None if isinstance(output, ListWriter) else target
+    if isinstance(output, ListWriter):
+        summary.results = output.values
+    if summary.continued:
+        summary.continuation = continuation_uri(target)
+    return summary.as_dict()
+
+
+def _count(fields: dict[str, Any], name: str, default: int) -> int:
+    value = fields.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InputError(f"{name}: expected a whole number of 1 or more")
+    return value

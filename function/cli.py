@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from function.runs import Sink
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-DEFAULT_MAX_CONCURRENCY = 64
 
 EPILOG = """\
 examples:
@@ -290,7 +289,14 @@ def _run_event(path: Path, parser: argparse.ArgumentParser) -> int:
 
 
 def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from function.batch import BatchOptions, Coalescer, JsonlWriter, items_from_jsonl, run_batch
+    from function.batch import (
+        DEFAULT_MAX_CONCURRENCY,
+        BatchOptions,
+        Coalescer,
+        JsonlWriter,
+        items_from_jsonl,
+        run_batch,
+    )
     from function.client import Deadline
     from function.errors import ConfigError
     from function.job import open_session

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -36,8 +36,10 @@ from function.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from function.limiter import AdaptiveLimiter
 from function.settings import Settings
+
+if TYPE_CHECKING:
+    from function.limiter import AdaptiveLimiter
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from function.job import open_session, run_job, run_once
 from function.observability import (
     configure_logging,
     flush_metrics,
+    record_batch_metrics,
     record_metrics,
     start_invocation,
 )
@@ -175,6 +176,8 @@ def _without_settings(invocation: Invocation, problem: RunJobError) -> Any:
 async def _handle_single(
     invocation: Invocation, run: Run, settings: Settings, deadline: Deadline
 ) -> Any:
+    if invocation.problem is None and is_batch(invocation.overrides):
+        return await _handle_items(invocation, run, settings, deadline)
     if invocation.problem is not None:
         outcome = Outcome.failed(invocation.problem, model=None)
         store(settings, run, [run.record(0, outcome)])
@@ -182,6 +185,35 @@ async def _handle_single(
         outcome = await run_once(invocation.overrides, run, settings, deadline)
     record_metrics([outcome])
     return reply(invocation.trigger, outcome)
+
+
+def is_batch(fields: dict[str, Any]) -> bool:
+    """Many items: `items`, `text` as a list, or `input_uri`."""
+    return "items" in fields or "input_uri" in fields or isinstance(fields.get("text"), list)
+
+
+async def _handle_items(
+    invocation: Invocation, run: Run, settings: Settings, deadline: Deadline
+) -> Any:
+    """A batch in one invocation: the summary is the reply (with the records inline when
+    the batch is small and names no output)."""
+    from function.batch import run_batch_event  # only batches pay for importing it
+
+    try:
+        summary = await run_batch_event(invocation.overrides, run, settings, deadline)
+    except RunJobError as exc:
+        outcome = Outcome.failed(exc, model=None)
+        record_metrics([outcome])
+        return reply(invocation.trigger, outcome)
+    log.info("Batch finished", extra={k: v for k, v in summary.items() if k != "results"})
+    record_batch_metrics(summary)
+    if invocation.trigger == HTTP:
+        return {
+            "statusCode": 200,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(summary),
+        }
+    return summary
 
 
 async def _handle_batch(

@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -22,10 +22,12 @@ from function.inputs import (
     run_config_name,
     validate_inputs,
 )
-from function.limiter import AdaptiveLimiter
 from function.runs import Run, store
 from function.secrets import resolve_token
 from function.settings import Settings
+
+if TYPE_CHECKING:
+    from function.limiter import AdaptiveLimiter
 
 log = logging.getLogger(__name__)
 

@@ -84,3 +84,11 @@ def flush_metrics() -> None:
         metrics.flush_metrics()
     except Exception:  # metrics must never cost the reply
         logging.getLogger(__name__).exception("Could not flush metrics")
+
+
+def record_batch_metrics(summary: dict[str, Any]) -> None:
+    metrics.add_metric(name="Invocations", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="Runs", unit=MetricUnit.Count, value=summary["total"])
+    metrics.add_metric(name="Successes", unit=MetricUnit.Count, value=summary["succeeded"])
+    metrics.add_metric(name="Failures", unit=MetricUnit.Count, value=summary["failed"])
+    metrics.add_metric(name="Continued", unit=MetricUnit.Count, value=summary.get("continued", 0))

@@ -23,7 +23,7 @@ from function.client import Deadline
 from function.job import open_session
 from function.limiter import AdaptiveLimiter
 from function.settings import load_settings
-from tests.conftest import ENV_VARS, ROOT, TOKEN
+from tests.conftest import ENV_VARS, ROOT, TOKEN, invoke
 from tests.fakehf import FakeHF, Reply, Seen
 
 MODEL = "facebook/bart-large-mnli"
@@ -272,3 +272,53 @@ def test_cli_batch_rate_cap(hf, tmp_path: Path):
 @pytest.mark.parametrize("args", [["batch"], ["batch", "--input", "nope.jsonl"]])
 def test_cli_batch_usage_errors(hf, args):
     assert cli(*args, hf=hf).returncode == 2
+
+
+# -- batches through the Lambda handler --------------------------------------------------------
+
+
+def test_handler_answers_a_small_batch_inline(env, hf):
+    hf.on(PATH, labels_for)
+    summary = invoke({"text": ["a", "b", "a"], "candidate_labels": "x, y"}).reply
+    assert (summary["total"], summary["succeeded"], summary["output"]) == (3, 3, None)
+    assert [r["id"] for r in summary["results"]] == [0, 1, 2]
+    assert [r["result"][0]["label"] for r in summary["results"]] == ["a", "b", "a"]
+    assert len(hf.requests) == 2  # "a" twice: sent once
+
+
+def test_handler_batch_from_a_file_to_a_file(env, hf, tmp_path):
+    hf.on(PATH, labels_for)
+    source, out = tmp_path / "in.jsonl", tmp_path / "out" / "records.jsonl"
+    source.write_text(
+        "".join(json.dumps({"id": f"x{i}", "text": f"t{i}"}) + "\n" for i in range(150))
+    )
+    summary = invoke(
+        {"input_uri": str(source), "output_uri": str(out), "concurrency": 8}, remaining_ms=30_000
+    ).reply
+    assert summary["succeeded"] == 150 and summary["output"] == str(out)
+    assert "results" not in summary
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert ids == [f"x{i}" for i in range(150)]
+
+
+def test_handler_batch_without_output_goes_under_the_results(env, hf, tmp_path):
+    hf.on(PATH, labels_for)
+    items = [{"text": f"t{i}"} for i in range(101)]
+    summary = invoke({"items": items}, remaining_ms=30_000).reply
+    assert summary["output"].startswith(str(tmp_path / "runs" / "batches"))
+    assert len(Path(summary["output"]).read_text().splitlines()) == 101
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"items": "nope"}, "items: expected a list of objects of run inputs"),
+        ({"items": [], "concurrency": 0}, "concurrency: expected a whole number of 1 or more"),
+        ({"items": [], "rate": "fast"}, "rate: expected a positive number"),
+        ({"input_uri": "/no/such/file.jsonl"}, "input_uri: could not read it"),
+        ({"input_uri": "s3://bucket-only"}, "expected s3://bucket/key"),
+    ],
+)
+def test_handler_batch_input_errors(env, hf, event, message):
+    envelope = invoke(event).reply
+    assert envelope["success"] is False and message in envelope["error"]

@@ -12,6 +12,7 @@ from tests.conftest import invoke
 from tests.fakehf import FakeHF, Reply
 
 ENVELOPE_KEYS = {"success", "result", "is_classification", "model", "error"}
+BATCH_KEYS = {"total", "succeeded", "failed", "output", "elapsed_s", "items_per_s"}
 LABELS = [{"label": "a", "score": 0.6}, {"label": "b", "score": 0.4}]
 
 
@@ -228,6 +229,10 @@ field_names = st.sampled_from(
         "requestContext",
         "detail-type",
         "source",
+        "items",
+        "batch_size",
+        "concurrency",
+        "rate",
     ]
 )
 run_inputs = st.dictionaries(field_names | st.text(max_size=8), json_values, max_size=6)
@@ -258,6 +263,10 @@ def test_no_event_shape_ever_raises(env, hf: FakeHF, event) -> None:
     if isinstance(reply, dict) and "statusCode" in reply:
         assert reply["statusCode"] in (200, 400, 500, 502, 504)
         reply = json.loads(reply["body"])
+    if "total" in reply:  # a batch (items, a list of texts, input_uri): its summary
+        assert set(reply) >= BATCH_KEYS
+        assert reply["succeeded"] + reply["failed"] + reply.get("continued", 0) == reply["total"]
+        return
     assert set(reply) == ENVELOPE_KEYS
     assert reply["success"] is (reply["error"] is None)
     if not reply["success"]:

@@ -176,3 +176,19 @@ def test_sqs_batch_goes_back_to_the_queue_when_settings_are_invalid(env, hf):
     reply = invoke(event).reply
     assert reply == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
     assert hf.requests == []
+
+
+def test_importing_the_handler_leaves_the_aws_and_batch_paths_unloaded():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, handler; print(sorted(m for m in sys.modules if m.split('.')[0] == 'boto3'"
+        " or m in ('function.batch', 'function.limiter', 'function.secrets_backend')"
+        " or m.startswith(('aws_lambda_powertools.utilities.parameters',"
+        " 'aws_lambda_powertools.utilities.batch'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert done.stdout.strip() == "[]"
