@@ -249,6 +249,10 @@ class _Chunk:
     task: asyncio.Future[None] | None = None
 
 
+def _record(outcome: Outcome, item: Item) -> dict[str, Any]:
+    return {**outcome.envelope, "id": item.id}
+
+
 def _embeddable(url: str, payload: Any) -> bool:
     return (
         url.endswith("/pipeline/feature-extraction")
@@ -292,7 +296,8 @@ async def run_batch(
         base, shared_problem = None, exc
 
     finished: dict[int, tuple[str, Any]] = {}  # index -> ("output" | "continue", value)
-    running: set[asyncio.Task[None]] = set()
+    running = 0
+    one_done = asyncio.Event()
     next_out = 0
 
     def write_ready() -> None:
@@ -311,38 +316,45 @@ async def run_batch(
             progress(next_out, summary.succeeded, summary.failed)
 
     async def run_one(item: Item) -> None:
-        if item.problem or shared_problem:
-            outcome = Outcome.failed(item.problem or shared_problem, model=None)  # type: ignore[arg-type]
-        else:
+        nonlocal running
+        try:
+            if item.problem or shared_problem:
+                problem = item.problem or shared_problem
+                assert problem is not None
+                finished[item.index] = (
+                    "output",
+                    _record(Outcome.failed(problem, model=None), item),
+                )
+                return
             outcome = await run_job(item.fields, session, base=base)
             if outcome.transient and session.deadline.remaining() < reserve:
                 finished[item.index] = ("continue", item.raw)  # the deadline cut it short
-                return
-        finished[item.index] = ("output", {**outcome.envelope, "id": item.id})
+            else:
+                finished[item.index] = ("output", _record(outcome, item))
+        finally:
+            running -= 1
+            one_done.set()
 
-    def started_too_late() -> bool:
-        return session.deadline.remaining() < reserve
+    async def wait_for_one() -> None:
+        one_done.clear()
+        await one_done.wait()
+        write_ready()
 
+    tasks: set[asyncio.Task[None]] = set()  # strong references until done
     for item in items:
         summary.total += 1
-        while running and item.index - next_out >= options.window:
-            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            running.difference_update(done)
-            write_ready()
-        if started_too_late():
+        while running and (item.index - next_out >= options.window or running >= options.window):
+            await wait_for_one()
+        if session.deadline.remaining() < reserve:
             finished[item.index] = ("continue", item.raw)
             write_ready()
             continue
+        running += 1
         task = asyncio.ensure_future(run_one(item))
-        running.add(task)
-        if len(running) >= options.window:
-            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            running.difference_update(done)
-            write_ready()
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
     while running:
-        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-        running.difference_update(done)
-        write_ready()
+        await wait_for_one()
     write_ready()
     summary.elapsed_s = time.monotonic() - started
     return summary

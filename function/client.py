@@ -103,8 +103,17 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def new_http_client(settings: Settings, *, max_connections: int = 10) -> httpx.AsyncClient:
+def new_http_client(
+    settings: Settings, *, max_connections: int = 10, lean: bool = False
+) -> httpx.AsyncClient:
+    """The HTTP client of a session; `lean` batches use `function.transport` under it."""
+    transport = None
+    if lean:
+        from function.transport import LeanTransport
+
+        transport = LeanTransport(ssl_context=_ssl_context(), max_idle_per_host=max_connections)
     return httpx.AsyncClient(
+        transport=transport,
         verify=_ssl_context(),
         timeout=httpx.Timeout(settings.request_timeout_s),
         limits=httpx.Limits(
@@ -129,6 +138,7 @@ class HFClient:
         self.http = http
         self._secret = token
         self.limiter = limiter
+        self._urls: dict[str, httpx.URL] = {}  # parsed once: parsing costs more than sending
 
     async def post_json(
         self, url: str, payload: Any, *, model: str, wait_for_model: bool, deadline: Deadline
@@ -223,7 +233,10 @@ class HFClient:
         if remaining < MIN_ATTEMPT_S:
             raise httpx.TimeoutException("the run's deadline came before the request was sent")
         timeout = min(self.settings.request_timeout_s, remaining)
-        return await self.http.post(url, content=content, headers=headers, timeout=timeout)
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = self._urls[url] = httpx.URL(url)
+        return await self.http.post(parsed, content=content, headers=headers, timeout=timeout)
 
     # -- retry policy ---------------------------------------------------------------------
 

@@ -74,7 +74,9 @@ async def open_session(
     limiter: AdaptiveLimiter | None = None,
     coalesce: Callable[[HFClient], Fetcher] | None = None,
 ) -> AsyncIterator[Session]:
-    async with new_http_client(settings, max_connections=max_connections) as http:
+    """Batches (a limiter) get the lean transport: many requests in flight, little CPU."""
+    lean = limiter is not None
+    async with new_http_client(settings, max_connections=max_connections, lean=lean) as http:
         yield Session(settings, deadline, http, limiter, coalesce)
 
 

@@ -56,7 +56,7 @@ class AdaptiveLimiter:
             self._wake()
 
     async def _acquire(self) -> None:
-        while self.in_flight >= int(self.limit) or self._waiters_ahead():
+        while self.in_flight >= int(self.limit) or self._waiters:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -76,9 +76,6 @@ class AdaptiveLimiter:
             self._next_start = max(now, self._next_start + 1.0 / self.rate)
             if self._next_start > now:
                 await asyncio.sleep(self._next_start - now)
-
-    def _waiters_ahead(self) -> bool:
-        return any(not w.done() for w in self._waiters)
 
     def _adjust(self, attempt: Attempt) -> None:
         if not attempt.answered:
