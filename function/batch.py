@@ -15,7 +15,8 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -264,6 +265,27 @@ def _embeddable(url: str, payload: Any) -> bool:
 # -- the run -----------------------------------------------------------------------------------
 
 
+@asynccontextmanager
+async def open_batch_session(
+    settings: Settings,
+    deadline: Deadline,
+    *,
+    concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    rate: float | None = None,
+    batch_size: int = 32,
+) -> AsyncIterator[Session]:
+    """A session for many requests: adaptive concurrency capped at `concurrency`, requests
+    coalesced, the lean transport."""
+    async with open_session(
+        settings,
+        deadline,
+        max_connections=concurrency,
+        limiter=AdaptiveLimiter(cap=concurrency, rate=rate),
+        coalesce=lambda client: Coalescer(client, batch_size=batch_size),
+    ) as session:
+        yield session
+
+
 @dataclass
 class BatchOptions:
     batch_size: int = 32
@@ -459,14 +481,9 @@ async def run_batch_event(
     target = output_uri or f"{settings.results_uri.rstrip('/')}/batches/{run.run_id}.jsonl"
     output: Writer = ListWriter() if inline else open_writer(target)
     continuation = open_writer(continuation_uri(target))
-    limiter = AdaptiveLimiter(cap=cap, rate=rate)
     try:
-        async with open_session(
-            settings,
-            deadline,
-            max_connections=cap,
-            limiter=limiter,
-            coalesce=lambda client: Coalescer(client, batch_size=options.batch_size),
+        async with open_batch_session(
+            settings, deadline, concurrency=cap, rate=rate, batch_size=options.batch_size
         ) as session:
             summary = await run_batch(shared, items, session, output, continuation, options)
     except (OSError, ValueError) as exc:  # the input could not be read

@@ -292,15 +292,13 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from function.batch import (
         DEFAULT_MAX_CONCURRENCY,
         BatchOptions,
-        Coalescer,
         JsonlWriter,
         items_from_jsonl,
+        open_batch_session,
         run_batch,
     )
     from function.client import Deadline
     from function.errors import ConfigError
-    from function.job import open_session
-    from function.limiter import AdaptiveLimiter
     from function.settings import load_settings
 
     if not args.input.is_file():
@@ -316,17 +314,12 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     output = JsonlWriter(args.output) if args.output else JsonlWriter(stream=sys.stdout)
     continuation = JsonlWriter((args.output or args.input).with_suffix(".continuation.jsonl"))
     cap = args.concurrency or DEFAULT_MAX_CONCURRENCY
-    limiter = AdaptiveLimiter(cap=cap, rate=args.rate)
     deadline = Deadline(args.timeout if args.timeout is not None else float("inf"))
     progress = Progress(total)
 
     async def main() -> dict[str, Any]:
-        async with open_session(
-            settings,
-            deadline,
-            max_connections=cap,
-            limiter=limiter,
-            coalesce=lambda client: Coalescer(client, batch_size=args.batch_size),
+        async with open_batch_session(
+            settings, deadline, concurrency=cap, rate=args.rate, batch_size=args.batch_size
         ) as session:
             with args.input.open(encoding="utf-8") as lines:
                 summary = await run_batch(

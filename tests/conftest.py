@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,6 +90,22 @@ def invoke(event: Any, *, remaining_ms: int = 3000) -> Invoked:
     started = time.monotonic()
     reply = lambda_handler(event, FakeContext(remaining_ms))
     return Invoked(reply, time.monotonic() - started)
+
+
+def run_cli(
+    *args: str, env: dict[str, str], command: list[str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """The CLI as a real process, in a clean environment plus `env`."""
+    clean = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    clean.update(env)
+    return subprocess.run(
+        [*(command or [sys.executable, "-m", "function"]), *args],
+        env=clean,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def load_event(name: str) -> dict[str, Any]:

@@ -4,9 +4,7 @@ SSM, run records in S3 and `history`/`show` over them, and SQS partial batch res
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -14,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.aws import AWS_ENV, client
-from tests.conftest import ENV_VARS, ROOT, invoke, load_event
+from tests.conftest import invoke, load_event, run_cli
 from tests.fakehf import FakeHF, Reply
 
 MODEL = "facebook/bart-large-mnli"
@@ -169,16 +167,7 @@ def test_each_invocation_is_stored_under_a_date_partition(bucket, hf):
 
 
 def cli(*args: str, **env_vars: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-    env.update(env_vars)
-    return subprocess.run(
-        [sys.executable, "-m", "function", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(*args, env=env_vars, timeout=60)
 
 
 def test_history_and_show_read_the_s3_sink(bucket, hf, moto_endpoint):

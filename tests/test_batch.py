@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from function.batch import (
     BatchOptions,
-    Coalescer,
     ListWriter,
     items_from_jsonl,
     items_from_list,
+    open_batch_session,
     run_batch,
 )
 from function.client import Deadline
-from function.job import open_session
-from function.limiter import AdaptiveLimiter
 from function.settings import load_settings
-from tests.conftest import ENV_VARS, ROOT, TOKEN, invoke
+from tests.conftest import TOKEN, invoke, run_cli
 from tests.fakehf import FakeHF, Reply, Seen
 
 MODEL = "facebook/bart-large-mnli"
@@ -50,12 +45,8 @@ def batch(
     async def main():
         settings = load_settings()
         output, continuation = ListWriter(), ListWriter()
-        async with open_session(
-            settings,
-            Deadline(budget),
-            max_connections=cap,
-            limiter=AdaptiveLimiter(cap=cap),
-            coalesce=lambda client: Coalescer(client, batch_size=batch_size),
+        async with open_batch_session(
+            settings, Deadline(budget), concurrency=cap, batch_size=batch_size
         ) as session:
             summary = await run_batch(
                 shared or {},
@@ -206,15 +197,8 @@ def test_feature_extraction_texts_go_in_chunks(env, hf):
 
 
 def cli(*args, hf, **extra):
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-    env.update(HUGGINGFACE_API_ENDPOINT=hf.endpoint, HUGGINGFACE_API_KEY=TOKEN, **extra)
-    return subprocess.run(
-        [sys.executable, "-m", "function", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    return run_cli(
+        *args, env={"HUGGINGFACE_API_ENDPOINT": hf.endpoint, "HUGGINGFACE_API_KEY": TOKEN, **extra}
     )
 
 

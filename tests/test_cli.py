@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ENV_VARS, EVENTS_DIR, ROOT, TOKEN
+from tests.conftest import EVENTS_DIR, TOKEN, run_cli
 from tests.fakehf import FakeHF, Reply
 
 MODEL_PATH = "/models/facebook/bart-large-mnli"
@@ -20,17 +18,12 @@ OK = Reply(200, [{"label": "billing", "score": 0.7}, {"label": "tech", "score": 
 
 
 def cli(*args: str, hf: FakeHF | None = None, token: str | None = TOKEN, cmd=None, **extra_env):
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-    env.setdefault("RESULTS_URI", str(RESULTS))
+    env = {"RESULTS_URI": str(RESULTS), **extra_env}
     if hf is not None:
         env["HUGGINGFACE_API_ENDPOINT"] = hf.endpoint
     if token:
         env["HUGGINGFACE_API_KEY"] = token
-    env.update(extra_env)
-    command = cmd or [sys.executable, "-m", "function"]
-    return subprocess.run(
-        [*command, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    return run_cli(*args, env=env, command=cmd, timeout=60)
 
 
 def test_run_with_overrides_prints_the_envelope(hf):
