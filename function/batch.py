@@ -34,7 +34,17 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONCURRENCY = 64
 # Fields of a batch event that describe the batch rather than the runs.
-BATCH_FIELDS = ("items", "input_uri", "output_uri", "batch_size", "concurrency", "rate")
+BATCH_FIELDS = (
+    "items",
+    "input_uri",
+    "output_uri",
+    "batch_size",
+    "concurrency",
+    "rate",
+    "part",
+    "fan_out",
+    "chunk_size",
+)
 
 
 @dataclass
@@ -54,10 +64,13 @@ def items_from_list(values: list[Any]) -> Iterator[Item]:
         yield _item(index, value, f"items[{index}]")
 
 
-def items_from_jsonl(lines: Iterable[str]) -> Iterator[Item]:
-    """A JSONL file, a line an item (a JSON object, or a JSON string: the text)."""
-    index = 0
-    for number, line in enumerate(lines, 1):
+def items_from_jsonl(
+    lines: Iterable[str], *, first_index: int = 0, first_line: int = 1
+) -> Iterator[Item]:
+    """A JSONL file, a line an item (a JSON object, or a JSON string: the text). A part of a
+    file (fan-out) gives the index and line number its first line has in the whole."""
+    index = first_index
+    for number, line in enumerate(lines, first_line):
         if not line.strip():
             continue
         try:
@@ -317,7 +330,7 @@ async def run_batch(
     except RunJobError as exc:
         base, shared_problem = None, exc
 
-    finished: dict[int, tuple[str, Any]] = {}  # index -> ("output" | "continue", value)
+    finished: dict[int, tuple[str, Any]] = {}  # seq -> ("output" | "continue", value)
     running = 0
     one_done = asyncio.Event()
     next_out = 0
@@ -337,22 +350,19 @@ async def run_batch(
         if progress:
             progress(next_out, summary.succeeded, summary.failed)
 
-    async def run_one(item: Item) -> None:
+    async def run_one(seq: int, item: Item) -> None:
         nonlocal running
         try:
             if item.problem or shared_problem:
                 problem = item.problem or shared_problem
                 assert problem is not None
-                finished[item.index] = (
-                    "output",
-                    _record(Outcome.failed(problem, model=None), item),
-                )
+                finished[seq] = ("output", _record(Outcome.failed(problem, model=None), item))
                 return
             outcome = await run_job(item.fields, session, base=base)
             if outcome.transient and session.deadline.remaining() < reserve:
-                finished[item.index] = ("continue", item.raw)  # the deadline cut it short
+                finished[seq] = ("continue", item.raw)  # the deadline cut it short
             else:
-                finished[item.index] = ("output", _record(outcome, item))
+                finished[seq] = ("output", _record(outcome, item))
         finally:
             running -= 1
             one_done.set()
@@ -363,16 +373,16 @@ async def run_batch(
         write_ready()
 
     tasks: set[asyncio.Task[None]] = set()  # strong references until done
-    for item in items:
+    for seq, item in enumerate(items):  # seq: the item's place in this run's output
         summary.total += 1
-        while running and (item.index - next_out >= options.window or running >= options.window):
+        while running and (seq - next_out >= options.window or running >= options.window):
             await wait_for_one()
         if session.deadline.remaining() < reserve:
-            finished[item.index] = ("continue", item.raw)
+            finished[seq] = ("continue", item.raw)
             write_ready()
             continue
         running += 1
-        task = asyncio.ensure_future(run_one(item))
+        task = asyncio.ensure_future(run_one(seq, item))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     while running:
@@ -387,18 +397,38 @@ async def run_batch(
 INLINE_LIMIT = 100  # batches this small with no output target answer their records inline
 
 
-def read_lines(uri: str) -> Iterator[str]:
-    """The lines of a local file or an S3 object, streamed."""
-    bucket, key = _s3_location(uri)
+def read_lines(uri: str, byte_range: tuple[int, int] | None = None) -> Iterator[str]:
+    """The lines of a local file or an S3 object (or of a byte range of it), streamed."""
+    for line in raw_lines(uri, byte_range):
+        yield line.decode("utf-8")
+
+
+def raw_lines(uri: str, byte_range: tuple[int, int] | None = None) -> Iterator[bytes]:
+    """Lines as bytes, with their line ends, so that their offsets add up."""
+    start, end = byte_range or (0, None)
+    bucket, key = s3_location(uri)
     if bucket is None:
-        with Path(uri).open(encoding="utf-8") as file:
-            yield from file
+        with Path(uri).open("rb") as file:
+            file.seek(start)
+            position = start
+            for line in file:
+                if end is not None and position >= end:
+                    return
+                position += len(line)
+                yield line
         return
     import boto3
 
-    body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
-    for line in body.iter_lines():
-        yield line.decode("utf-8")
+    extra = {"Range": f"bytes={start}-{'' if end is None else end - 1}"} if byte_range else {}
+    body = boto3.client("s3").get_object(Bucket=bucket, Key=key, **extra)["Body"]
+    pending = b""
+    for chunk in body.iter_chunks(chunk_size=1 << 16):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line + b"\n"
+    if pending:
+        yield pending
 
 
 class UploadingWriter(JsonlWriter):
@@ -407,7 +437,7 @@ class UploadingWriter(JsonlWriter):
     def __init__(self, uri: str) -> None:
         import tempfile
 
-        bucket, key = _s3_location(uri)
+        bucket, key = s3_location(uri)
         assert bucket is not None
         self.uri, self.bucket, self.key = uri, bucket, key
         super().__init__(Path(tempfile.mkdtemp(prefix="hf-run-job-")) / "part.jsonl")
@@ -430,7 +460,7 @@ def continuation_uri(output_uri: str) -> str:
     return f"{stem}.continuation.jsonl"
 
 
-def _s3_location(uri: str) -> tuple[str | None, str]:
+def s3_location(uri: str) -> tuple[str | None, str]:
     if not uri.startswith("s3://"):
         return None, uri
     bucket, _, key = uri.removeprefix("s3://").partition("/")
@@ -452,7 +482,17 @@ def batch_items(fields: dict[str, Any]) -> Iterator[Item] | None:
         uri = fields["input_uri"]
         if not isinstance(uri, str) or not uri:
             raise InputError("input_uri: expected a local path or s3://bucket/key of a JSONL file")
-        return items_from_jsonl(read_lines(uri))
+        part = fields.get("part")
+        if part is None:
+            return items_from_jsonl(read_lines(uri))
+        if not (isinstance(part, dict) and {"bytes", "first_index", "first_line"} <= set(part)):
+            raise InputError("part: expected {bytes: [start, end], first_index, first_line}")
+        start, end = part["bytes"]
+        return items_from_jsonl(
+            read_lines(uri, (start, end)),
+            first_index=part["first_index"],
+            first_line=part["first_line"],
+        )
     return None
 
 
@@ -460,11 +500,16 @@ async def run_batch_event(
     fields: dict[str, Any], run: Run, settings: Settings, deadline: Deadline
 ) -> dict[str, Any]:
     """A batch event: `items` / `text` list / `input_uri`, with optional `output_uri`,
-    `batch_size`, `concurrency` and `rate`; every other field is shared by the items."""
+    `batch_size`, `concurrency` and `rate`; every other field is shared by the items.
+    With `fan_out`, the input is split into parts for the queue's workers instead."""
+    if fields.get("fan_out"):
+        from function.fanout import fan_out
+
+        return fan_out(fields, settings)
     items = batch_items(fields)
     assert items is not None
-    options = BatchOptions(batch_size=_count(fields, "batch_size", 32))
-    cap = _count(fields, "concurrency", DEFAULT_MAX_CONCURRENCY)
+    options = BatchOptions(batch_size=whole_number_field(fields, "batch_size", 32))
+    cap = whole_number_field(fields, "concurrency", DEFAULT_MAX_CONCURRENCY)
     rate = fields.get("rate")
     if rate is not None and (not isinstance(rate, int | float) or rate <= 0):
         raise InputError("rate: expected a positive number of requests per second")
@@ -499,7 +544,7 @@ async def run_batch_event(
     return summary.as_dict()
 
 
-def _count(fields: dict[str, Any], name: str, default: int) -> int:
+def whole_number_field(fields: dict[str, Any], name: str, default: int) -> int:
     value = fields.get(name, default)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InputError(f"{name}: expected a whole number of 1 or more")

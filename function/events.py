@@ -158,6 +158,12 @@ async def handle_event(event: Any, context: Any) -> Any:
         if invocation.trigger == SQS:
             return await _handle_batch(invocation.messages, run, settings, deadline)
         return await _handle_single(invocation, run, settings, deadline)
+    except Exception as exc:  # a bug must still give the trigger its reply
+        log.exception("Unexpected error handling the invocation")
+        if invocation.trigger == SQS:
+            return _batch_response([m.message_id for m in invocation.messages])
+        problem = RunJobError(f"Internal error ({type(exc).__name__}); see the logs")
+        return reply(invocation.trigger, Outcome.failed(problem, model=None))
     finally:
         flush_metrics()
 
@@ -222,6 +228,8 @@ async def _handle_batch(
     """Each message is one run. Transient failures go back to the queue (listed in
     `batchItemFailures`); the rest are stored. Nothing is lost: a message whose record
     could not be stored goes back to the queue too."""
+    parts = [m for m in messages if m.problem is None and is_batch(m.overrides)]
+    singles = [m for m in messages if m not in parts]
     limit = asyncio.Semaphore(settings.sqs_concurrency)
     async with open_session(
         settings, deadline, max_connections=settings.sqs_concurrency
@@ -233,15 +241,16 @@ async def _handle_batch(
             async with limit:
                 return await run_job(message.overrides, session)
 
-        outcomes = await asyncio.gather(*(one(m) for m in messages))
-    retry = [m.message_id for m, o in zip(messages, outcomes, strict=True) if o.transient]
+        outcomes = await asyncio.gather(*(one(m) for m in singles))
+    retry = [m.message_id for m, o in zip(singles, outcomes, strict=True) if o.transient]
     done = [
-        (i, m, o)
-        for i, (m, o) in enumerate(zip(messages, outcomes, strict=True))
-        if not o.transient
+        (i, m, o) for i, (m, o) in enumerate(zip(singles, outcomes, strict=True)) if not o.transient
     ]
     if done and not store(settings, run, [run.record(i, o, m.message_id) for i, m, o in done]):
         retry += [m.message_id for _, m, _ in done]
+    for message in parts:  # batches (fan-out parts): one at a time, each with the whole pool
+        if not await _run_part(message, run, settings, deadline):
+            retry.append(message.message_id)
     record_metrics(list(outcomes), retried_by_queue=len(retry))
     log.info(
         "Handled an SQS batch",
@@ -252,6 +261,28 @@ async def _handle_batch(
         },
     )
     return _batch_response(retry)
+
+
+async def _run_part(message: Message, run: Run, settings: Settings, deadline: Deadline) -> bool:
+    """Run a batch message; False sends it back to the queue (it is then run whole again,
+    rewriting its output, so no item is lost or written twice)."""
+    from function.batch import run_batch_event
+
+    try:
+        summary = await run_batch_event(message.overrides, run, settings, deadline)
+    except RunJobError as exc:
+        log.error(
+            "A batch message failed: %s", exc.message, extra={"message_id": message.message_id}
+        )
+        return not exc.transient
+    log.info(
+        "Ran a batch message",
+        extra={
+            "message_id": message.message_id,
+            **{k: v for k, v in summary.items() if k != "results"},
+        },
+    )
+    return not summary.get("continued")
 
 
 def _batch_response(message_ids: list[str]) -> dict[str, Any]:

@@ -88,7 +88,8 @@ def flush_metrics() -> None:
 
 def record_batch_metrics(summary: dict[str, Any]) -> None:
     metrics.add_metric(name="Invocations", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="Runs", unit=MetricUnit.Count, value=summary["total"])
-    metrics.add_metric(name="Successes", unit=MetricUnit.Count, value=summary["succeeded"])
-    metrics.add_metric(name="Failures", unit=MetricUnit.Count, value=summary["failed"])
+    # A fan-out start has only `total`; the workers report the runs.
+    metrics.add_metric(name="Runs", unit=MetricUnit.Count, value=summary.get("total", 0))
+    metrics.add_metric(name="Successes", unit=MetricUnit.Count, value=summary.get("succeeded", 0))
+    metrics.add_metric(name="Failures", unit=MetricUnit.Count, value=summary.get("failed", 0))
     metrics.add_metric(name="Continued", unit=MetricUnit.Count, value=summary.get("continued", 0))

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     # Where run records go: a local directory (default) or s3://bucket/prefix/.
     results_uri: str = Field(default="runs", validation_alias="RESULTS_URI")
     sqs_concurrency: int = Field(default=10, ge=1, le=100, validation_alias="HF_SQS_CONCURRENCY")
+    # The queue the workers read: fan-out parts and batch continuations are sent to it.
+    run_queue_url: str | None = Field(default=None, validation_alias="RUN_QUEUE_URL")
 
     @field_validator("huggingface_api_endpoint")
     @classmethod

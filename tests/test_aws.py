@@ -308,3 +308,71 @@ def test_sqs_message_that_is_not_json_is_a_stored_failure(aws, env, hf, tmp_path
     assert [r["envelope"]["error"] for r in lines] == [
         "The message body is not valid JSON (line 1, column 1)"
     ]
+
+
+# -- fan-out -------------------------------------------------------------------------------------
+
+
+def drain(sqs, queue: str, arn: str, *, rounds: int = 50) -> int:
+    """Work the queue as the Lambda poller does until it is empty; returns the invocations."""
+    for invocations in range(rounds):
+        messages = sqs.receive_message(
+            QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=30
+        ).get("Messages", [])
+        if not messages:
+            return invocations
+        reply = invoke(sqs_event(messages, arn), remaining_ms=120_000).reply
+        failed = {f["itemIdentifier"] for f in reply["batchItemFailures"]}
+        for message in messages:
+            if message["MessageId"] not in failed:
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+    raise AssertionError("the queue did not drain")
+
+
+def test_fan_out_10000_items_in_10000_records_out_none_twice(bucket, env, hf):
+    def classify(request):
+        return Reply(200, [{"label": request.json["inputs"], "score": 1.0}])
+
+    hf.on(PATH, classify)
+    sqs = client("sqs")
+    queue = sqs.create_queue(QueueName=unique("work"))["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    env.setenv("RUN_QUEUE_URL", queue)
+    lines = "".join(
+        json.dumps({"id": f"i{i}", "text": f"text {i % 50}"}) + "\n" for i in range(10_000)
+    )
+    client("s3").put_object(Bucket=bucket, Key="in/items.jsonl", Body=lines.encode())
+
+    started = invoke(
+        {
+            "input_uri": f"s3://{bucket}/in/items.jsonl",
+            "fan_out": True,
+            "chunk_size": 500,
+            "output_uri": f"s3://{bucket}/out/",
+        },
+        remaining_ms=60_000,
+    ).reply
+    assert started == {
+        "fan_out": True,
+        "total": 10_000,
+        "parts": 20,
+        "output": f"s3://{bucket}/out/",
+        "manifest": f"s3://{bucket}/out/manifest.json",
+    }
+    drain(sqs, queue, arn)
+
+    s3 = client("s3")
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key="out/manifest.json")["Body"].read())
+    assert [p["count"] for p in manifest["parts"]] == [500] * 20
+    records = []
+    for part in manifest["parts"]:
+        key = part["output"].removeprefix(f"s3://{bucket}/")
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        records += [json.loads(line) for line in body.splitlines()]
+    assert len(records) == 10_000
+    assert [r["id"] for r in records] == [f"i{i}" for i in range(10_000)]  # none twice, in order
+    assert all(
+        r["success"] and r["result"][0]["label"] == f"text {int(r['id'][1:]) % 50}" for r in records
+    )

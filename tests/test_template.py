@@ -165,6 +165,21 @@ def test_the_template_says_what_the_issue_asks():
     assert statements["ReadTheToken"]["Resource"] == {"Ref": "HuggingFaceTokenSecret"}
     assert statements["WriteRunRecords"]["Action"] == "s3:PutObject"
     assert statements["WriteRunRecords"]["Resource"] == {"Fn::Sub": "${ResultsBucket.Arn}/runs/*"}
+    assert statements["ReadAndWriteBatchFiles"]["Resource"] == {
+        "Fn::Sub": "${ResultsBucket.Arn}/batches/*"
+    }
+    assert statements["QueueFanOutParts"] == {
+        "Sid": "QueueFanOutParts",
+        "Effect": "Allow",
+        "Action": "sqs:SendMessage",
+        "Resource": {"Fn::GetAtt": ["RunQueue", "Arn"]},
+    }
+    assert set(statements) == {
+        "ReadTheToken",
+        "WriteRunRecords",
+        "ReadAndWriteBatchFiles",
+        "QueueFanOutParts",
+    }
     bucket = resources["ResultsBucket"]["Properties"]
     assert all(bucket["PublicAccessBlockConfiguration"].values())
     assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
