@@ -539,9 +539,30 @@ async def run_batch_event(
     summary.output = None if isinstance(output, ListWriter) else target
     if isinstance(output, ListWriter):
         summary.results = output.values
+    result = summary.as_dict()
     if summary.continued:
-        summary.continuation = continuation_uri(target)
-    return summary.as_dict()
+        result["continuation"] = continuation_uri(target)
+        if settings.run_queue_url and "part" not in fields:  # a part is retried whole instead
+            result["continuation_queued"] = _queue_continuation(
+                fields, result["continuation"], target, run, settings.run_queue_url
+            )
+    return result
+
+
+def _queue_continuation(
+    fields: dict[str, Any], continuation: str, target: str, run: Run, queue_url: str
+) -> str:
+    """In AWS the continuation goes back on the queue as a batch of its own; its records go
+    beside the output. Returns where they will be."""
+    import boto3
+
+    output = f"{target.removesuffix('.jsonl')}.cont-{run.run_id}.jsonl"
+    keep = {
+        k: v for k, v in fields.items() if k not in ("items", "text", "input_uri", "output_uri")
+    }
+    body = {**keep, "input_uri": continuation, "output_uri": output}
+    boto3.client("sqs").send_message(QueueUrl=queue_url, MessageBody=json.dumps(body))
+    return output
 
 
 def whole_number_field(fields: dict[str, Any], name: str, default: int) -> int:

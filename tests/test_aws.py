@@ -376,3 +376,38 @@ def test_fan_out_10000_items_in_10000_records_out_none_twice(bucket, env, hf):
     assert all(
         r["success"] and r["result"][0]["label"] == f"text {int(r['id'][1:]) % 50}" for r in records
     )
+
+
+def test_unfinished_batch_goes_back_on_the_queue_and_nothing_is_lost(bucket, env, hf):
+    slow = {"on": True}
+
+    def classify(request):
+        delay = 0.3 if slow["on"] else 0.0
+        return Reply(200, [{"label": request.json["inputs"], "score": 1.0}], delay=delay)
+
+    hf.on(PATH, classify)
+    sqs = client("sqs")
+    queue = sqs.create_queue(QueueName=unique("work"))["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    env.setenv("RUN_QUEUE_URL", queue)
+    items = [{"id": i, "text": f"t{i}"} for i in range(120)]
+    output = f"s3://{bucket}/batches/out.jsonl"
+
+    first = invoke(
+        {"items": items, "output_uri": output, "concurrency": 4}, remaining_ms=4_000
+    ).reply
+    assert first["continued"] > 0 and first["succeeded"] + first["continued"] == 120
+    assert first["continuation_queued"].startswith(f"s3://{bucket}/batches/out.cont-")
+    slow["on"] = False
+    drain(sqs, queue, arn)
+
+    s3 = client("s3")
+
+    def ids(uri):
+        body = s3.get_object(Bucket=bucket, Key=uri.removeprefix(f"s3://{bucket}/"))["Body"]
+        return [json.loads(line)["id"] for line in body.read().decode().splitlines()]
+
+    done_first, done_later = ids(output), ids(first["continuation_queued"])
+    assert sorted(done_first + done_later) == list(range(120))  # all, none twice
