@@ -1,0 +1,237 @@
+"""`make bench`: hf-run-job against its peer, measured in the same run, as ratios.
+
+A stand-in server (bench/server.py) on 127.0.0.1 answers after 50 ms and refuses (429 +
+Retry-After) past 32 requests in flight. The peer is huggingface_hub's AsyncInferenceClient
+with asyncio.gather under a semaphore: the best hand-tuned use of it.
+
+Prints a Markdown table of the ratios (the README keeps a copy). Goals, not assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BIN = Path(sys.executable).parent
+MODEL = "facebook/bart-large-mnli"
+EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+LABELS = ["billing", "shipping", "technical", "account"]
+LATENCY, CAP = 0.05, 32
+
+
+class Server:
+    def __init__(self, *, latency: float, cap: int | None) -> None:
+        args = [sys.executable, str(HERE / "server.py"), "--latency", str(latency)]
+        if cap is not None:
+            args += ["--cap", str(cap)]
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        self.port = int(self.process.stdout.readline())
+        self.endpoint = f"http://127.0.0.1:{self.port}/hf-inference"
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def texts(n: int, unique: int, seed: int = 7) -> list[str]:
+    """`n` ticket texts of which the first `unique` are distinct and the rest repeat them."""
+    rng = random.Random(seed)
+    return [
+        f"ticket {i if i < unique else rng.randrange(unique)}: my parcel is late" for i in range(n)
+    ]
+
+
+def ours(items: list[str], endpoint: str, workdir: Path, *args: str) -> tuple[dict, int]:
+    """`hf-run-job batch` in a new process: its summary and its peak RSS (KiB)."""
+    source, output = workdir / "in.jsonl", workdir / "out.jsonl"
+    source.write_text("".join(json.dumps(t) + "\n" for t in items))
+    env = {
+        **os.environ,
+        "HUGGINGFACE_API_ENDPOINT": endpoint,
+        "HUGGINGFACE_API_KEY": "hf_bench",
+        "RESULTS_URI": str(workdir / "runs"),
+    }
+    process = subprocess.Popen(
+        [str(BIN / "hf-run-job"), "batch", "--input", str(source), "--output", str(output), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    out = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    assert status == 0 or out, f"hf-run-job batch failed ({status})"
+    summary = json.loads(out.splitlines()[-1])
+    assert summary["total"] == len(items), summary
+    return summary, usage.ru_maxrss
+
+
+async def peer(items: list[str], url: str, concurrency: int, task: str) -> tuple[float, int]:
+    """huggingface_hub's AsyncInferenceClient, gather under a semaphore: items/s and items lost."""
+    from huggingface_hub import AsyncInferenceClient
+
+    client = AsyncInferenceClient(token="hf_bench", timeout=60)
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(text: str) -> bool:
+        async with limit:
+            try:
+                if task == "zero-shot":
+                    await client.zero_shot_classification(text, LABELS, model=url)
+                else:
+                    await client.feature_extraction(text, model=url)
+            except Exception:
+                return False
+            return True
+
+    started = time.perf_counter()
+    results = await asyncio.gather(*(one(t) for t in items))
+    elapsed = time.perf_counter() - started
+    await client.close() if hasattr(client, "close") else None
+    return len(items) / elapsed, results.count(False)
+
+
+def cold_start(statement: str, runs: int) -> float:
+    """Best wall time of a new interpreter that runs `statement`."""
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", statement], cwd=ROOT, check=True)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=5000)
+    parser.add_argument("--rss-items", type=int, default=100_000)
+    parser.add_argument("--cold-runs", type=int, default=15)
+    args = parser.parse_args()
+    rows: list[tuple[str, str, str, str]] = []
+    work = Path(tempfile.mkdtemp(prefix="hf-run-job-bench-"))
+    n = args.items
+    unique = n * 4 // 5  # 20% duplicates
+
+    zero_shot = texts(n, unique)
+    limit = n / (unique * LATENCY / CAP)  # items/s if every unique request used a slot
+    with Server(latency=LATENCY, cap=CAP) as server:
+        url = f"{server.endpoint}/models/{MODEL}"
+        summary, _ = ours(zero_shot, server.endpoint, work, "--label", ",".join(LABELS))
+        ours_rate = summary["items_per_s"]
+        peer_rate, peer_lost = asyncio.run(peer(zero_shot, url, CAP, "zero-shot"))
+        _, lost_64 = asyncio.run(peer(zero_shot, url, 64, "zero-shot"))
+    rows.append(
+        (
+            "zero-shot items/s vs the theoretical limit (cap unknown to us)",
+            f"{ours_rate:.0f} / {limit:.0f}",
+            f"{ours_rate / limit:.2f}",
+            ">= 0.9",
+        )
+    )
+    rows.append(
+        (
+            f"zero-shot items/s vs peer, semaphore {CAP} ({peer_lost} lost)",
+            f"{ours_rate:.0f} / {peer_rate:.0f}",
+            f"{ours_rate / peer_rate:.2f}",
+            ">= 1.2",
+        )
+    )
+    rows.append(
+        (
+            "items lost to 429s: ours vs peer with semaphore 64",
+            f"{summary['total'] - summary['succeeded']} / {lost_64}",
+            "-",
+            "ours 0",
+        )
+    )
+
+    embed = texts(n, n)
+    with Server(latency=LATENCY, cap=CAP) as server:
+        url = f"{server.endpoint}/models/{EMBEDDER}/pipeline/feature-extraction"
+        summary, _ = ours(
+            embed,
+            server.endpoint,
+            work,
+            "--task",
+            "feature-extraction",
+            "--model",
+            EMBEDDER,
+            "--label",
+            "null",
+            "--batch-size",
+            "32",
+        )
+        fe_peer, _ = asyncio.run(peer(embed, url, CAP, "feature-extraction"))
+    rows.append(
+        (
+            "feature-extraction items/s vs peer (one text per request)",
+            f"{summary['items_per_s']:.0f} / {fe_peer:.0f}",
+            f"{summary['items_per_s'] / fe_peer:.2f}",
+            ">= 5",
+        )
+    )
+
+    with Server(latency=0.0, cap=None) as server:
+        small = texts(1000, 1000)
+        large = texts(args.rss_items, 1000)
+        _, rss_small = ours(small, server.endpoint, work, "--label", ",".join(LABELS))
+        _, rss_large = ours(large, server.endpoint, work, "--label", ",".join(LABELS))
+    rows.append(
+        (
+            f"peak RSS, {args.rss_items:,} vs 1,000 items",
+            f"{rss_large / 1024:.0f} / {rss_small / 1024:.0f} MiB",
+            f"{rss_large / rss_small:.2f}",
+            "<= 1.3",
+        )
+    )
+
+    ours_cold = cold_start("import handler", args.cold_runs)
+    deps_cold = cold_start("import httpx, pydantic_settings", args.cold_runs)
+    hub_cold = cold_start("from huggingface_hub import InferenceClient", args.cold_runs)
+    rows.append(
+        (
+            "cold start: import handler vs its runtime deps (httpx, pydantic_settings)",
+            f"{ours_cold * 1000:.0f} / {deps_cold * 1000:.0f} ms",
+            f"{ours_cold / deps_cold:.2f}",
+            "<= 1.15",
+        )
+    )
+    rows.append(
+        (
+            "cold start: import handler vs huggingface_hub InferenceClient",
+            f"{ours_cold * 1000:.0f} / {hub_cold * 1000:.0f} ms",
+            f"{ours_cold / hub_cold:.2f}",
+            "< 1.0",
+        )
+    )
+
+    print(
+        f"hf-run-job bench, {date.today()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, {n:,} items, server latency {LATENCY * 1000:.0f} ms, "
+        f"cap {CAP}\n"
+    )
+    print("| measure | ours / peer | ratio | goal |")
+    print("| --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
