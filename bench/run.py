@@ -204,6 +204,11 @@ def main() -> None:
 
     ours_cold = cold_start("import handler", args.cold_runs)
     deps_cold = cold_start("import httpx, pydantic_settings", args.cold_runs)
+    declared_cold = cold_start(
+        "import httpx, pydantic_settings, aws_lambda_powertools.logging, "
+        "aws_lambda_powertools.metrics",
+        args.cold_runs,
+    )
     hub_cold = cold_start("from huggingface_hub import InferenceClient", args.cold_runs)
     rows.append(
         (

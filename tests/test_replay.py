@@ -284,3 +284,11 @@ def test_legacy_conversational_answer_is_read_as_text_generation(env, hf: FakeHF
     expected = json.loads(exchange["response"]["body"])["generated_text"]
     assert envelope["success"] and envelope["result"] == {"generated_text": expected}
     assert_valid("text-generation", "output", envelope["result"])
+
+
+def test_every_task_name_the_inputs_accept_has_its_task():
+    from function.inputs import TASK_NAMES
+    from function.tasks import all_tasks, get_task
+
+    assert {task.name for task in all_tasks()} == set(TASK_NAMES)
+    assert all(get_task(name).name == name for name in TASK_NAMES)

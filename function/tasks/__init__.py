@@ -2,43 +2,44 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 from function.errors import BadResponseError
 from function.tasks.base import Task, describe_shape
-from function.tasks.classification import (
-    TextClassification,
-    TokenClassification,
-    ZeroShotClassification,
-)
-from function.tasks.embeddings import FeatureExtraction, SentenceSimilarity
-from function.tasks.generation import TextGeneration
-from function.tasks.question_answering import QuestionAnswering
-from function.tasks.text2text import FillMask, Summarization, Translation
 
-# In the order answers are recognized: the more specific shapes first.
-_ALL: tuple[Task, ...] = (
-    ZeroShotClassification(),
-    TextGeneration(),
-    Summarization(),
-    Translation(),
-    QuestionAnswering(),
-    FillMask(),
-    TokenClassification(),
-    TextClassification(),
-    FeatureExtraction(),
-    SentenceSimilarity(),
-)
-TASKS: dict[str, Task] = {task.name: task for task in _ALL}
+# Task name -> "module:class", in the order answers are recognized (the more specific shapes
+# first). A run that names its task imports only that task's module.
+_WHERE = {
+    "zero-shot-classification": "classification:ZeroShotClassification",
+    "text-generation": "generation:TextGeneration",
+    "summarization": "text2text:Summarization",
+    "translation": "text2text:Translation",
+    "question-answering": "question_answering:QuestionAnswering",
+    "fill-mask": "text2text:FillMask",
+    "token-classification": "classification:TokenClassification",
+    "text-classification": "classification:TextClassification",
+    "feature-extraction": "embeddings:FeatureExtraction",
+    "sentence-similarity": "embeddings:SentenceSimilarity",
+}
+_loaded: dict[str, Task] = {}
 
 
 def get_task(name: str) -> Task:
-    return TASKS[name]
+    task = _loaded.get(name)
+    if task is None:
+        module, cls = _WHERE[name].split(":")
+        task = _loaded[name] = getattr(import_module(f"function.tasks.{module}"), cls)()
+    return task
+
+
+def all_tasks() -> list[Task]:
+    return [get_task(name) for name in _WHERE]
 
 
 def recognize_or_none(body: Any) -> Task | None:
     """The task whose answer has this shape, if any."""
-    return next((task for task in _ALL if task.recognizes(body)), None)
+    return next((task for task in all_tasks() if task.recognizes(body)), None)
 
 
 def recognize(body: Any) -> Task:
@@ -52,4 +53,4 @@ def recognize(body: Any) -> Task:
     )
 
 
-__all__ = ["TASKS", "Task", "get_task", "recognize", "recognize_or_none"]
+__all__ = ["Task", "all_tasks", "get_task", "recognize", "recognize_or_none"]
