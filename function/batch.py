@@ -385,6 +385,8 @@ async def run_batch(
         task = asyncio.ensure_future(run_one(seq, item))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+    if session.limiter is not None:
+        session.limiter.stop_probing()
     while running:
         await wait_for_one()
     write_ready()

@@ -77,6 +77,13 @@ class AdaptiveLimiter:
             if self._next_start > now:
                 await asyncio.sleep(self._next_start - now)
 
+    def stop_probing(self) -> None:
+        """No more work is coming: a refused probe now would only delay the last items."""
+        self._probe_rounds = 10**9
+        if self._probing:
+            self._probing = False
+            self.limit = max(1.0, self.limit - 1.0)
+
     def _adjust(self, attempt: Attempt) -> None:
         if not attempt.answered:
             return
@@ -85,7 +92,7 @@ class AdaptiveLimiter:
             self._slow_start = False
             self._successes = 0
             if self._probing:  # the level above is still refused: probe it less often
-                self._probe_rounds = min(self._probe_rounds * 2, 64)
+                self._probe_rounds = min(self._probe_rounds * 2, max(64, self._probe_rounds))
                 self._probing = False
             # The cap is below what was in flight when this request went out.
             self.limit = max(1.0, min(self.limit, attempt.in_flight_at_start - 1.0))

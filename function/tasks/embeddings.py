@@ -7,9 +7,12 @@ from typing import Any
 from function.inputs import RunInputs
 from function.tasks.base import Task, is_number
 
+_NUMBER_TYPES = frozenset((int, float))  # what JSON numbers decode to (never bool)
+
 
 def _vector(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(is_number(x) for x in value)
+    """A non-empty list of numbers; checked in C, as embeddings have thousands of them."""
+    return isinstance(value, list) and bool(value) and _NUMBER_TYPES.issuperset(map(type, value))
 
 
 def _depth(value: Any) -> int:
