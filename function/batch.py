@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from function.aws import aws_client
 from function.client import ApiResponse, Deadline, HFClient
 from function.envelope import Outcome
 from function.errors import InputError, RunJobError
@@ -33,6 +34,7 @@ from function.settings import Settings
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONCURRENCY = 64
+_WORKER_OPTIONS = ("batch_size", "concurrency", "rate")
 # Fields of a batch event that describe the batch rather than the runs.
 BATCH_FIELDS = (
     "items",
@@ -358,7 +360,7 @@ async def run_batch(
                 assert problem is not None
                 finished[seq] = ("output", _record(Outcome.failed(problem, model=None), item))
                 return
-            outcome = await run_job(item.fields, session, base=base)
+            outcome = await run_job(item.fields, session, base=base, log_level=logging.DEBUG)
             if outcome.transient and session.deadline.remaining() < reserve:
                 finished[seq] = ("continue", item.raw)  # the deadline cut it short
             else:
@@ -419,10 +421,8 @@ def raw_lines(uri: str, byte_range: tuple[int, int] | None = None) -> Iterator[b
                 position += len(line)
                 yield line
         return
-    import boto3
-
     extra = {"Range": f"bytes={start}-{'' if end is None else end - 1}"} if byte_range else {}
-    body = boto3.client("s3").get_object(Bucket=bucket, Key=key, **extra)["Body"]
+    body = aws_client("s3").get_object(Bucket=bucket, Key=key, **extra)["Body"]
     pending = b""
     for chunk in body.iter_chunks(chunk_size=1 << 16):
         pending += chunk
@@ -441,16 +441,16 @@ class UploadingWriter(JsonlWriter):
 
         bucket, key = s3_location(uri)
         assert bucket is not None
-        self.uri, self.bucket, self.key = uri, bucket, key
+        self.bucket, self.key = bucket, key
         super().__init__(Path(tempfile.mkdtemp(prefix="hf-run-job-")) / "part.jsonl")
 
     def close(self) -> None:
         super().close()
-        if self.count and self.path is not None:
-            import boto3
-
-            boto3.client("s3").upload_file(str(self.path), self.bucket, self.key)
+        assert self.path is not None
+        if self.count:
+            aws_client("s3").upload_file(str(self.path), self.bucket, self.key)
             self.path.unlink()
+        self.path.parent.rmdir()
 
 
 def open_writer(uri: str) -> JsonlWriter:
@@ -515,11 +515,7 @@ async def run_batch_event(
     rate = fields.get("rate")
     if rate is not None and (not isinstance(rate, int | float) or rate <= 0):
         raise InputError("rate: expected a positive number of requests per second")
-    shared = {
-        k: v
-        for k, v in fields.items()
-        if k not in BATCH_FIELDS and not (k == "text" and isinstance(v, list))
-    }
+    shared = shared_fields(fields)
     output_uri = fields.get("output_uri")
     if output_uri is not None and (not isinstance(output_uri, str) or not output_uri):
         raise InputError("output_uri: expected a local path or s3://bucket/key")
@@ -556,15 +552,26 @@ def _queue_continuation(
 ) -> str:
     """In AWS the continuation goes back on the queue as a batch of its own; its records go
     beside the output. Returns where they will be."""
-    import boto3
-
     output = f"{target.removesuffix('.jsonl')}.cont-{run.run_id}.jsonl"
-    keep = {
-        k: v for k, v in fields.items() if k not in ("items", "text", "input_uri", "output_uri")
+    body = {
+        **shared_fields(fields, with_options=True),
+        "input_uri": continuation,
+        "output_uri": output,
     }
-    body = {**keep, "input_uri": continuation, "output_uri": output}
-    boto3.client("sqs").send_message(QueueUrl=queue_url, MessageBody=json.dumps(body))
+    aws_client("sqs").send_message(QueueUrl=queue_url, MessageBody=json.dumps(body))
     return output
+
+
+def shared_fields(fields: dict[str, Any], *, with_options: bool = False) -> dict[str, Any]:
+    """What every item of a batch shares: all but the batch's own fields (and `text` when it
+    lists the items). `with_options` keeps batch_size/concurrency/rate, for batches sent on
+    to the queue's workers."""
+    options = _WORKER_OPTIONS if with_options else ()
+    return {
+        k: v
+        for k, v in fields.items()
+        if (k not in BATCH_FIELDS or k in options) and not (k == "text" and isinstance(v, list))
+    }
 
 
 def whole_number_field(fields: dict[str, Any], name: str, default: int) -> int:

@@ -293,6 +293,7 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         DEFAULT_MAX_CONCURRENCY,
         BatchOptions,
         JsonlWriter,
+        continuation_uri,
         items_from_jsonl,
         open_batch_session,
         run_batch,
@@ -312,7 +313,7 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     with args.input.open(encoding="utf-8") as lines:
         total = sum(1 for line in lines if line.strip())
     output = JsonlWriter(args.output) if args.output else JsonlWriter(stream=sys.stdout)
-    continuation = JsonlWriter((args.output or args.input).with_suffix(".continuation.jsonl"))
+    continuation = JsonlWriter(Path(continuation_uri(str(args.output or args.input))))
     cap = args.concurrency or DEFAULT_MAX_CONCURRENCY
     deadline = Deadline(args.timeout if args.timeout is not None else float("inf"))
     progress = Progress(total)

@@ -16,7 +16,7 @@ import re
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -94,7 +94,6 @@ class _Attempts:
     count: int = 0
     waited_s: float = 0.0
     last_status: int | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 @cache
@@ -445,5 +444,5 @@ def _excerpt(text: str) -> str:
 
 
 def _describe_transport_error(exc: httpx.TransportError) -> str:
-    detail = str(exc) or exc.__class__.__name__
-    return _excerpt(f"{exc.__class__.__name__}: {detail}" if str(exc) else detail)
+    name = exc.__class__.__name__
+    return _excerpt(f"{name}: {exc}" if str(exc) else name)

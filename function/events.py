@@ -156,7 +156,7 @@ async def handle_event(event: Any, context: Any) -> Any:
             return _without_settings(invocation, exc)
         deadline = Deadline.for_invocation(context, settings)
         if invocation.trigger == SQS:
-            return await _handle_batch(invocation.messages, run, settings, deadline)
+            return await _handle_sqs(invocation.messages, run, settings, deadline)
         return await _handle_single(invocation, run, settings, deadline)
     except Exception as exc:  # a bug must still give the trigger its reply
         log.exception("Unexpected error handling the invocation")
@@ -213,21 +213,15 @@ async def _handle_items(
         return reply(invocation.trigger, outcome)
     log.info("Batch finished", extra={k: v for k, v in summary.items() if k != "results"})
     record_batch_metrics(summary)
-    if invocation.trigger == HTTP:
-        return {
-            "statusCode": 200,
-            "headers": {"Content-Type": "application/json"},
-            "body": json.dumps(summary),
-        }
-    return summary
+    return _http_response(200, summary) if invocation.trigger == HTTP else summary
 
 
-async def _handle_batch(
+async def _handle_sqs(
     messages: list[Message], run: Run, settings: Settings, deadline: Deadline
 ) -> dict[str, Any]:
-    """Each message is one run. Transient failures go back to the queue (listed in
-    `batchItemFailures`); the rest are stored. Nothing is lost: a message whose record
-    could not be stored goes back to the queue too."""
+    """An SQS batch: each message is one run (or a batch of items, such as a fan-out part).
+    Transient failures go back to the queue (listed in `batchItemFailures`); the rest are
+    stored. Nothing is lost: a message whose record could not be stored goes back too."""
     parts = [m for m in messages if m.problem is None and is_batch(m.overrides)]
     singles = [m for m in messages if m not in parts]
     limit = asyncio.Semaphore(settings.sqs_concurrency)
@@ -296,9 +290,13 @@ def _request_id(context: Any) -> str | None:
 
 def reply(trigger: str, outcome: Outcome) -> Envelope | dict[str, Any]:
     if trigger == HTTP:
-        return {
-            "statusCode": outcome.http_status,
-            "headers": {"Content-Type": "application/json"},
-            "body": json.dumps(outcome.envelope),
-        }
+        return _http_response(outcome.http_status, outcome.envelope)
     return outcome.envelope
+
+
+def _http_response(status: int, body: Any) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps(body),
+    }

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from function.batch import BATCH_FIELDS, raw_lines, s3_location, whole_number_field
+from function.aws import aws_client
+from function.batch import raw_lines, s3_location, shared_fields, whole_number_field
 from function.errors import ConfigError, InputError
 from function.settings import Settings
 
 DEFAULT_CHUNK_SIZE = 500
-# What the workers still need to know besides their part.
-_FOR_WORKERS = ("batch_size", "concurrency", "rate")
 
 
 @dataclass
@@ -62,11 +61,9 @@ def fan_out(fields: dict[str, Any], settings: Settings) -> dict[str, Any]:
     if not isinstance(prefix, str) or not prefix.endswith("/"):
         raise InputError("output_uri: fan_out needs a prefix ending with '/' for the part files")
     chunk_size = whole_number_field(fields, "chunk_size", DEFAULT_CHUNK_SIZE)
-    shared = {k: v for k, v in fields.items() if k not in BATCH_FIELDS or k in _FOR_WORKERS}
+    shared = shared_fields(fields, with_options=True)
 
-    import boto3
-
-    sqs = boto3.client("sqs")
+    sqs = aws_client("sqs")
     parts: list[dict[str, Any]] = []
     batch: list[dict[str, str]] = []
     try:
@@ -130,6 +127,4 @@ def _put(uri: str, data: bytes) -> None:
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
         Path(uri).write_bytes(data)
         return
-    import boto3
-
-    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/json")
+    aws_client("s3").put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/json")

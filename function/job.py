@@ -81,10 +81,15 @@ async def open_session(
 
 
 async def run_job(
-    overrides: Mapping[str, Any], session: Session, base: Mapping[str, Any] | None = None
+    overrides: Mapping[str, Any],
+    session: Session,
+    base: Mapping[str, Any] | None = None,
+    *,
+    log_level: int = logging.INFO,
 ) -> Outcome:
     """Merge, validate and run; never raises. `overrides` are the trigger's input fields,
-    laid over the run config, or over `base` (a batch's run config and shared fields)."""
+    laid over the run config, or over `base` (a batch's run config and shared fields).
+    Batches log each item at DEBUG: their summary is the INFO line."""
     settings = session.settings
     model: str | None = None
     started = time.monotonic()
@@ -104,7 +109,8 @@ async def run_job(
         )
     outcome.run_config = run_config_name(overrides, settings)
     outcome.duration_ms = round((time.monotonic() - started) * 1000)
-    log.info(
+    log.log(
+        log_level,
         "Run finished",
         extra={
             "model": outcome.envelope["model"],

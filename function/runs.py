@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from function.aws import aws_client
 from function.envelope import Outcome
 from function.settings import Settings
 
@@ -119,11 +120,9 @@ class S3Sink:
     """`s3://bucket/prefix/dt=YYYY-MM-DD/<run_id>.jsonl`, one object per run."""
 
     def __init__(self, bucket: str, prefix: str) -> None:
-        import boto3  # only the AWS path pays for it
-
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.s3 = boto3.client("s3")
+        self.s3 = aws_client("s3")
 
     def key(self, run_id: str) -> str:
         return f"{self.prefix}dt={run_date(run_id) or date.today()}/{run_id}.jsonl"

@@ -43,25 +43,21 @@ def bearer(hf: FakeHF) -> str:
 # -- the token ---------------------------------------------------------------------------------
 
 
-def test_token_from_a_raw_secret(secret_env, hf):
-    arn = client("secretsmanager").create_secret(
-        Name=unique("hf-token"), SecretString="hf_test_from_secret"
-    )["ARN"]
+@pytest.mark.parametrize(
+    ("secret", "token"),
+    [
+        ("hf_test_from_secret", "hf_test_from_secret"),  # the raw token
+        (json.dumps({"HUGGINGFACE_API_KEY": "hf_test_json", "other": "x"}), "hf_test_json"),
+    ],
+)
+def test_token_from_a_secret(secret_env, hf, secret, token):
+    arn = client("secretsmanager").create_secret(Name=unique("hf-token"), SecretString=secret)[
+        "ARN"
+    ]
     secret_env.setenv("HUGGINGFACE_API_KEY_SECRET_ARN", arn)
     hf.on(PATH, OK)
     assert invoke({}).reply["success"]
-    assert bearer(hf) == "Bearer hf_test_from_secret"
-
-
-def test_token_from_a_json_secret(secret_env, hf):
-    arn = client("secretsmanager").create_secret(
-        Name=unique("hf-token"),
-        SecretString=json.dumps({"HUGGINGFACE_API_KEY": "hf_test_json", "other": "x"}),
-    )["ARN"]
-    secret_env.setenv("HUGGINGFACE_API_KEY_SECRET_ARN", arn)
-    hf.on(PATH, OK)
-    assert invoke({}).reply["success"]
-    assert bearer(hf) == "Bearer hf_test_json"
+    assert bearer(hf) == f"Bearer {token}"
 
 
 def test_rotated_secret_is_picked_up_after_the_ttl(secret_env, hf):
