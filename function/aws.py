@@ -1,15 +1,77 @@
-"""boto3 clients, made once per process (a client costs tens of milliseconds to build, and
-a warm Lambda container runs many invocations). boto3 is imported only when one is asked for.
+"""AWS calls, bounded by the invocation's deadline.
+
+boto3 is synchronous and a peer can hang (S3, Secrets Manager, SSM, SQS). Each call runs
+in a daemon thread that the event loop waits for until the deadline, no longer: a call that
+does not answer in time raises `TimeoutError`, and the reply goes out anyway. botocore's
+own connect/read timeouts (`HF_AWS_TIMEOUT`) end the thread soon after.
+
+Clients are made once per process (a client costs tens of milliseconds, and a warm Lambda
+container runs many invocations); boto3 is imported only when one is asked for.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import math
+import threading
+from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from function.client import Deadline
+
+T = TypeVar("T")
 
 
 @cache
-def aws_client(service: str) -> Any:
+def aws_client(service: str, timeout_s: float = 10.0) -> Any:
     import boto3
+    from botocore.config import Config
 
-    return boto3.client(service)
+    config = Config(
+        connect_timeout=timeout_s,
+        read_timeout=timeout_s,
+        retries={"max_attempts": 3, "mode": "standard"},
+    )
+    return boto3.client(service, config=config)
+
+
+async def bounded(call: Callable[[], T], deadline: Deadline) -> T:
+    """`call()` in a daemon thread; its result, its exception, or TimeoutError at the
+    deadline (the thread is left to botocore's timeouts)."""
+    remaining = deadline.remaining()
+    if remaining <= 0:
+        raise TimeoutError("no time left before the deadline")
+    result: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def work() -> None:
+        try:
+            value = call()
+        except BaseException as exc:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                result.set_exception(exc)
+        else:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                result.set_result(value)
+
+    threading.Thread(target=work, name="hf-run-job-io", daemon=True).start()
+    async with asyncio.timeout(None if math.isinf(remaining) else remaining):
+        return await asyncio.wrap_future(result)
+
+
+def describe(exc: BaseException) -> str:
+    """An AWS or OS failure in a few words: the AWS error code and message, or the OS's
+    reason. AWS and OS messages never carry a secret's value."""
+    cause = exc.__cause__ if getattr(exc, "response", None) is None and exc.__cause__ else exc
+    response = getattr(cause, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        error = response["Error"]
+        return f"{error.get('Code', 'Error')}: {error.get('Message', '')}".strip(": ")[:300]
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    if isinstance(cause, TimeoutError):
+        return "no answer before the deadline"
+    return f"{type(cause).__name__}: {cause}"[:300] if str(cause) else type(cause).__name__

@@ -6,19 +6,17 @@ import argparse
 import asyncio
 import json
 import logging
-import os
+import signal
 import sys
 import time
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from function.envelope import Outcome
 
 if TYPE_CHECKING:
     from function.runs import Sink
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 EPILOG = """\
 examples:
@@ -32,24 +30,34 @@ examples:
   hf-run-job show 20261123T084755123Z-1a2b3c4d     # one run's envelopes
 
 Prints the envelope {success, result, is_classification, model, error} as JSON on stdout.
-Exit status: 0 success, 1 failure envelope, 2 usage error.
-Environment: HUGGINGFACE_API_KEY (or HF_TOKEN), HUGGINGFACE_API_ENDPOINT, RUN_CONFIG.
+Exit status: 0 success, 1 failure envelope, 2 usage error. With --event: 0 when every run
+(or batch item, or SQS message) succeeded, else 1.
+Environment: HUGGINGFACE_API_KEY (or HF_TOKEN), HUGGINGFACE_API_ENDPOINT, RUN_CONFIG,
+RESULTS_URI (run records; default: runs/ beside run_config/).
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # -v is accepted before and after the subcommand (each parser counts its own; summed).
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="log to stderr (-vv: debug)",
+    )
     parser = argparse.ArgumentParser(
         prog="hf-run-job",
         description="Run Hugging Face inference as a scheduled job and print the envelope.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG,
-    )
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)"
+        parents=[verbose],
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
         "run",
+        parents=[verbose],
         help="run one inference (the run config, overridden by these flags)",
         description="Run one inference: the run config, overridden by the flags given.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -64,26 +72,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch = commands.add_parser(
         "batch",
-        help="run many items from a JSONL file, in input order",
+        parents=[verbose],
+        help="run many items from a JSONL or CSV file (or stdin), in input order",
         description=(
             "Run every item of a JSONL file (a line per item: an object of run inputs with an "
-            "optional id, or a JSON string as the text) over the run config and these flags."
+            "optional id, or a JSON string as the text) or of a CSV file (--text-column) over "
+            "the run config and these flags."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=BATCH_EPILOG,
     )
     batch.add_argument(
         "--input",
-        metavar="FILE.jsonl",
-        type=Path,
+        metavar="FILE",
         required=True,
-        help="the items, a JSON value per line",
+        help="the items: a JSONL file (a JSON value per line), a CSV file, or - for stdin",
     )
     batch.add_argument(
         "--output",
         metavar="FILE.jsonl",
-        type=Path,
         help="where the records go (default: stdout, before the summary)",
+    )
+    batch.add_argument(
+        "--continuation",
+        metavar="FILE.jsonl",
+        help="where unfinished items go (default: OUTPUT.continuation.jsonl, else "
+        "INPUT.continuation.jsonl, else stdin.continuation.jsonl)",
+    )
+    batch.add_argument(
+        "--text-column",
+        metavar="NAME",
+        help="read the input as CSV with a header row; this column is each item's text "
+        "(the default for a .csv file: 'text'). Other columns are ignored, except --id-column",
+    )
+    batch.add_argument(
+        "--id-column",
+        metavar="NAME",
+        default="id",
+        help="the CSV column holding each item's id, when there is one (default 'id')",
     )
     _add_run_flags(batch)
     batch.add_argument(
@@ -93,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most N requests in flight (default: found by probing, up to 64)",
     )
     batch.add_argument(
-        "--rate", metavar="R", type=float, help="at most R requests started per second"
+        "--rate",
+        metavar="R",
+        type=_positive_number,
+        help="at most R requests started per second (a positive number)",
     )
     batch.add_argument(
         "--batch-size",
@@ -104,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history = commands.add_parser(
         "history",
+        parents=[verbose],
         help="list recent runs from the results sink (RESULTS_URI)",
         description="List recent runs, newest first, from RESULTS_URI (a directory or s3://).",
     )
@@ -119,7 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.add_argument("--results", metavar="URI", help="the sink (default: $RESULTS_URI, runs/)")
     show = commands.add_parser(
-        "show", help="print one run's envelopes", description="Print one run's records as JSON."
+        "show",
+        parents=[verbose],
+        help="print one run's envelopes",
+        description="Print one run's records as JSON.",
     )
     show.add_argument("run_id", metavar="RUN_ID", help="as listed by 'history'")
     show.add_argument("--results", metavar="URI", help="the sink (default: $RESULTS_URI, runs/)")
@@ -129,14 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
 BATCH_EPILOG = """\
 examples:
   hf-run-job batch --input tickets.jsonl --output labels.jsonl --label "billing, shipping"
-  hf-run-job batch --input texts.jsonl --task feature-extraction \\
+  hf-run-job batch --input tickets.csv --text-column body --output labels.jsonl
+  cat texts.jsonl | hf-run-job batch --input - --task feature-extraction \\
       --model sentence-transformers/all-MiniLM-L6-v2 --label null --batch-size 64
 
 Each item yields one record, in input order: {success, result, is_classification, model,
-error, id}. The last line on stdout is the summary {total, succeeded, failed, output,
-elapsed_s, items_per_s}. Items not started before --timeout are written, as they came, to
-OUTPUT.continuation.jsonl: run that file as the next batch. Progress goes to stderr.
-Exit status: 0 every item succeeded, 1 some failed or were continued, 2 usage error.
+error, id} (id: the item's, else its 0-based position). The last line on stdout is the
+summary {total, succeeded, failed, output, elapsed_s, items_per_s}. Items not finished
+before --timeout, or when Ctrl-C / SIGTERM stops the batch, are written with their ids to
+the continuation file: run it as the next batch, with another --output. Progress goes to
+stderr. Exit status: 0 every item succeeded, 1 some failed or were continued, 2 usage
+error, 130 interrupted.
 """
 
 
@@ -191,8 +227,8 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
         metavar="SECONDS",
-        type=float,
         help="the run's deadline in seconds (run: $HF_DEFAULT_BUDGET, 60 s; batch: none)",
+        type=_positive_number,
     )
 
 
@@ -234,11 +270,7 @@ def _json_or_text(raw: str) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(getattr(args, "verbose", 0))
     if args.command == "batch":
         return _batch(args, parser)
     if args.command == "history":
@@ -250,102 +282,155 @@ def main(argv: list[str] | None = None) -> int:
     return _run(overrides_from_args(args, parser), args.timeout)
 
 
-def _run(overrides: dict[str, Any], timeout: float | None) -> int:
-    from function.client import Deadline
-    from function.errors import ConfigError
-    from function.job import run_once
-    from function.runs import Run
-    from function.settings import load_settings
+def _configure_logging(verbosity: int) -> None:
+    from function.redact import RedactingHandler
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        outcome = Outcome.failed(exc, model=None)
-    else:
-        deadline = Deadline(timeout if timeout is not None else settings.default_budget_s)
-        run = Run("cli", datetime.now(UTC))
-        outcome = asyncio.run(run_once(overrides, run, settings, deadline))
-    _print(outcome.envelope)
-    return EXIT_OK if outcome.success else EXIT_FAILED
+    handler = RedactingHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)],
+        handlers=[handler],
+    )
+
+
+def _run(overrides: dict[str, Any], timeout: float | None) -> int:
+    from function.lifecycle import cli_invocation, handle
+
+    handled = asyncio.run(handle(cli_invocation("cli", overrides), timeout=timeout))
+    _print(handled.reply)
+    return EXIT_OK if handled.ok else EXIT_FAILED
 
 
 def _run_event(path: Path, parser: argparse.ArgumentParser) -> int:
-    # EMF metrics are for CloudWatch: on a terminal they would mix with the reply on stdout.
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    from handler import lambda_handler
+    """The Lambda handler's work on a saved event (no metrics: stdout is the reply's)."""
+    from function.lifecycle import handle_event
 
     try:
         event = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         parser.error(f"--event: cannot read {path}: {exc.strerror}")
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:
         parser.error(f"--event: {path} is not valid JSON: {exc}")
-    reply = lambda_handler(event, None)
-    _print(reply)
-    envelope = (
-        json.loads(reply["body"]) if isinstance(reply, dict) and "statusCode" in reply else reply
-    )
-    return EXIT_OK if isinstance(envelope, dict) and envelope.get("success") else EXIT_FAILED
+    handled = asyncio.run(handle_event(event))
+    _print(handled.reply)
+    return EXIT_OK if handled.ok else EXIT_FAILED
 
 
 def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from function.batch import (
-        DEFAULT_MAX_CONCURRENCY,
-        BatchOptions,
-        JsonlWriter,
-        continuation_uri,
-        items_from_jsonl,
-        open_batch_session,
-        run_batch,
-    )
-    from function.client import Deadline
-    from function.errors import ConfigError
+    from function.errors import InputError, RunJobError
+    from function.inputs import BatchFields
+    from function.lifecycle import BatchPlan, check_places, cli_invocation, handle
     from function.settings import load_settings
+    from function.storage import STDIN, FileWriter, continuation_uri, open_output
 
-    if not args.input.is_file():
-        parser.error(f"--input: no such file {args.input}")
     shared = overrides_from_args(args, parser)
+    source, output_path = args.input, args.output
+    text_column = args.text_column or ("text" if source.lower().endswith(".csv") else None)
+    if source != STDIN and not Path(source).is_file():
+        parser.error(f"--input: {source} is not a file (give a JSONL or CSV file, or - for stdin)")
+    default_continuation = "stdin.jsonl" if source == STDIN else source
+    continuation_path = args.continuation or continuation_uri(output_path or default_continuation)
     try:
+        check_places(source, output_path or "-")
+        if args.continuation:
+            check_places(source, args.continuation.removesuffix(".continuation.jsonl") + ".jsonl")
         settings = load_settings()
-    except ConfigError as exc:
+    except InputError as exc:
+        parser.error(exc.message.replace("output_uri", "--output"))
+    except RunJobError as exc:
         sys.stderr.write(exc.message + "\n")
         return EXIT_FAILED
-    with args.input.open(encoding="utf-8") as lines:
-        total = sum(1 for line in lines if line.strip())
-    output = JsonlWriter(args.output) if args.output else JsonlWriter(stream=sys.stdout)
-    continuation = JsonlWriter(Path(continuation_uri(str(args.output or args.input))))
-    cap = args.concurrency or DEFAULT_MAX_CONCURRENCY
-    deadline = Deadline(args.timeout if args.timeout is not None else float("inf"))
-    progress = Progress(total)
+    options = BatchFields(
+        input_uri=source,
+        batch_size=args.batch_size,
+        concurrency=args.concurrency or BatchFields.model_fields["concurrency"].default,
+        rate=args.rate,
+    )
+    progress = Progress(_count_lines(source))
+    interrupt = Interrupt()
 
-    async def main() -> dict[str, Any]:
-        async with open_batch_session(
-            settings, deadline, concurrency=cap, rate=args.rate, batch_size=args.batch_size
-        ) as session:
-            with args.input.open(encoding="utf-8") as lines:
-                summary = await run_batch(
-                    shared,
-                    items_from_jsonl(lines),
-                    session,
-                    output,
-                    continuation,
-                    BatchOptions(batch_size=args.batch_size),
-                    progress.update,
-                )
-        summary.output = str(args.output) if args.output else "stdout"
-        if summary.continued:
-            summary.continuation = str(continuation.path)
-        return summary.as_dict()
+    async def open_items() -> Any:
+        from function.batch import items_from_csv, items_from_jsonl
+        from function.client import Deadline
+        from function.storage import open_input, read_lines
+
+        read = await open_input(source, settings, Deadline(float("inf")), field="--input")
+        lines = read_lines(read, max_line=settings.max_line_bytes)
+        if text_column:
+            return items_from_csv(lines, text_column, args.id_column)
+        return items_from_jsonl(lines)
+
+    async def main() -> Any:
+        interrupt.install()
+        try:
+            output = (
+                open_output(output_path, settings)
+                if output_path
+                else FileWriter("stdout", stream=sys.stdout)
+            )
+            plan = BatchPlan(
+                shared,
+                options,
+                open_items,
+                output,
+                open_output(continuation_path, settings, lazy=True),
+                output_path or "stdout",
+                progress=progress.update,
+                on_start=interrupt.attach,
+            )
+        except RunJobError as exc:
+            sys.stderr.write(exc.message + "\n")
+            return None
+        return await handle(cli_invocation("cli", {}), timeout=args.timeout, plan=plan)
 
     try:
-        result = asyncio.run(main())
+        handled = asyncio.run(main())
     finally:
-        output.close()
-        continuation.close()
         progress.close()
-    sys.stdout.write(json.dumps(result) + "\n")
-    every_item_ok = result["succeeded"] == result["total"]
-    return EXIT_OK if every_item_ok else EXIT_FAILED
+    if handled is None:
+        return EXIT_FAILED
+    result = handled.reply
+    sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+    if "error" in result and result.get("error"):
+        sys.stderr.write(result["error"] + "\n")
+    if interrupt.signalled:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if handled.ok else EXIT_FAILED
+
+
+class Interrupt:
+    """Ctrl-C / SIGTERM stop the batch gracefully: what is answered is written, the rest
+    goes to the continuation, the summary is printed. A second Ctrl-C quits at once."""
+
+    def __init__(self) -> None:
+        self.signalled = False
+        self._engine: Any = None
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.fire)
+
+    def fire(self) -> None:
+        self.signalled = True
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+        sys.stderr.write(
+            "\nStopping: unfinished items go to the continuation (Ctrl-C again quits)\n"
+        )
+        if self._engine is not None:
+            self._engine.stop("interrupted")
+
+    def attach(self, engine: Any) -> None:
+        self._engine = engine
+        if self.signalled:
+            engine.stop("interrupted")
+
+
+def _count_lines(source: str) -> int | None:
+    if source == "-":
+        return None
+    with open(source, "rb") as file:
+        return sum(1 for line in file if line.strip())
 
 
 class Progress:
@@ -353,26 +438,35 @@ class Progress:
 
     EVERY_S = 5.0
 
-    def __init__(self, total: int, stream: Any = None) -> None:
+    def __init__(self, total: int | None, stream: Any = None) -> None:
         self.total = total
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.started = self.last = time.monotonic()
         self.shown = -1
 
-    def update(self, done: int, succeeded: int, failed: int) -> None:
+    def update(self, summary: Any) -> None:
+        done = summary.succeeded + summary.failed
+        seen = done + summary.continued
         now = time.monotonic()
-        if done == self.shown or (
-            now - self.last < (0.2 if self.tty else self.EVERY_S) and done < self.total
+        finished = self.total is not None and seen >= self.total
+        if seen == self.shown or (
+            now - self.last < (0.2 if self.tty else self.EVERY_S) and not finished
         ):
             return
-        self.last, self.shown = now, done
+        self.last, self.shown = now, seen
         rate = done / (now - self.started) if now > self.started else 0.0
-        share = done / self.total if self.total else 1.0
-        counts = f"{done}/{self.total} ({share:.0%}) {succeeded} ok {failed} failed {rate:.0f}/s"
-        if self.tty:
-            bar = "#" * int(share * 30)
+        of = f"/{self.total}" if self.total is not None else ""
+        share = f" ({done / self.total:.0%})" if self.total else ""
+        counts = f"{done}{of}{share} {summary.succeeded} ok {summary.failed} failed"
+        if summary.continued:
+            counts += f" {summary.continued} continued"
+        counts += f" {rate:.0f}/s"
+        if self.tty and self.total:
+            bar = "#" * int(done / self.total * 30)
             self.stream.write(f"\r[{bar:<30}] {counts}")
+        elif self.tty:
+            self.stream.write(f"\r{counts}")
         else:
             self.stream.write(f"progress: {counts}\n")
         self.stream.flush()
@@ -392,7 +486,7 @@ def _sink(uri: str | None) -> Sink:
 def _history(args: argparse.Namespace) -> int:
     runs = []
     for records in _sink(args.results).runs(since=args.since):
-        if args.failed and all(r.get("success") for r in records):
+        if args.failed and all(r.get("success") for r in records):  # a batch: all items ok
             continue
         runs.append(records)
         if len(runs) >= args.limit:
@@ -409,16 +503,27 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _history_row(records: list[dict[str, Any]]) -> tuple[str, ...]:
+    """A run's line: one record per single run or SQS message; a batch's summary record
+    counts its items."""
     first = records[0]
     models = sorted({str(r.get("model")) for r in records})
-    succeeded = sum(1 for r in records if r.get("success"))
-    success = ("yes" if succeeded else "no") if len(records) == 1 else f"{succeeded}/{len(records)}"
+    total = succeeded = 0
+    for record in records:
+        summary = record.get("summary") if record.get("kind") == "batch" else None
+        if isinstance(summary, dict):
+            total += int(summary.get("total") or 0)
+            succeeded += int(summary.get("succeeded") or 0)
+        else:
+            total += 1
+            succeeded += bool(record.get("success"))
+    single = len(records) == 1 and first.get("kind") != "batch"
+    success = ("yes" if succeeded else "no") if single else f"{succeeded}/{total}"
     characters = [r["characters"] for r in records if isinstance(r.get("characters"), int)]
     duration = max(int(r.get("duration_ms") or 0) for r in records)
     return (
         str(first.get("started_at", ""))[:19].replace("T", " "),
         str(first.get("run_id", "")),
-        str(first.get("trigger", "")),
+        str(first.get("trigger", "")) + (" batch" if first.get("kind") == "batch" else ""),
         models[0] if len(models) == 1 else f"{len(models)} models",
         success,
         f"{duration / 1000:.2f} s",
@@ -443,6 +548,16 @@ def _show(args: argparse.Namespace) -> int:
         }
     )
     return EXIT_OK
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a number") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
 
 
 def _positive_int(text: str) -> int:

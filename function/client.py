@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from function import __version__
+from function import __version__, jsontext
 from function.envelope import Usage
 from function.errors import (
     AuthError,
@@ -32,10 +32,12 @@ from function.errors import (
     ModelLoadingError,
     NotFoundError,
     RateLimitedError,
+    ResponseTooLargeError,
     ServerError,
     UpstreamError,
     UpstreamTimeoutError,
 )
+from function.redact import contains_secret, redact_bytes, remember
 from function.settings import Settings
 
 if TYPE_CHECKING:
@@ -71,6 +73,12 @@ class Deadline:
     def remaining(self) -> float:
         return max(0.0, self.at - self._clock())
 
+    def before(self, seconds: float) -> Deadline:
+        """A deadline `seconds` earlier (time kept back to store results and reply)."""
+        earlier = Deadline(0.0, self._clock)
+        earlier.at = self.at - seconds
+        return earlier
+
 
 @dataclass
 class ApiResponse:
@@ -96,6 +104,30 @@ class _Attempts:
     last_status: int | None = None
 
 
+@dataclass
+class Answer:
+    """One HTTP answer, read whole (within the size limit), the token masked out of it."""
+
+    status: int
+    headers: httpx.Headers
+    content: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "no content type").split(";")[0].strip()
+
+    def json(self) -> Any:
+        return jsontext.parse(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
 @cache
 def _ssl_context() -> ssl.SSLContext:
     # Building the default context loads the CA bundle (tens of ms): once per process.
@@ -103,14 +135,15 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 def new_http_client(
-    settings: Settings, *, max_connections: int = 10, lean: bool = False
+    settings: Settings, *, max_connections: int = 10, many: bool = False
 ) -> httpx.AsyncClient:
-    """The HTTP client of a session; `lean` batches use `function.transport` under it."""
+    """The HTTP client of a session. Sessions with many requests in flight (batches) use
+    aiohttp under httpx: httpx's own pool costs milliseconds of CPU a request there."""
     transport = None
-    if lean:
-        from function.transport import LeanTransport
+    if many:
+        from function.transport import aiohttp_transport
 
-        transport = LeanTransport(ssl_context=_ssl_context(), max_idle_per_host=max_connections)
+        transport = aiohttp_transport(_ssl_context(), max_connections)
     return httpx.AsyncClient(
         transport=transport,
         verify=_ssl_context(),
@@ -120,6 +153,7 @@ def new_http_client(
         ),
         headers={"User-Agent": f"hf-run-job/{__version__}", "Accept": "application/json"},
         follow_redirects=False,
+        trust_env=True,
     )
 
 
@@ -136,6 +170,7 @@ class HFClient:
         self.settings = settings
         self.http = http
         self._secret = token
+        remember(token)
         self.limiter = limiter
         self._urls: dict[str, httpx.URL] = {}  # parsed once: parsing costs more than sending
 
@@ -184,8 +219,8 @@ class HFClient:
         """One request: the parsed answer, or the error it came to."""
         started = time.monotonic()
         try:
-            response = await self._send(url, content, headers, deadline)
-        except httpx.TimeoutException:
+            answer = await self._send(url, content, headers, deadline)
+        except (httpx.TimeoutException, TimeoutError):
             return UpstreamTimeoutError(
                 f"The request for model '{model}' timed out after "
                 f"{time.monotonic() - started:.1f} s"
@@ -196,38 +231,43 @@ class HFClient:
                 f"Could not reach the Inference API at {self.settings.endpoint_host}: "
                 f"{_describe_transport_error(exc)}"
             )
+        except ResponseTooLargeError as exc:
+            return exc
         log.debug(
             "HTTP %s from %s (attempt %d, %.0f ms)",
-            response.status_code,
+            answer.status,
             url,
             seen.count,
             (time.monotonic() - started) * 1000,
         )
-        if response.is_success:
+        if answer.is_success:
             try:
-                body = _read_json(response, model)
+                body = _read_json(answer, model)
             except BadResponseError as exc:
                 return exc
-            return ApiResponse(body, _usage(response), seen.count)
-        seen.last_status = response.status_code
-        return self._error_from_response(response, model)
+            return ApiResponse(body, _usage(answer), seen.count)
+        seen.last_status = answer.status
+        return self._error_from_response(answer, model)
 
     async def _send(
         self, url: str, content: bytes, headers: dict[str, str], deadline: Deadline
-    ) -> httpx.Response:
+    ) -> Answer:
         """POST within the deadline; with a limiter, only once a slot is free (the wait
         for it counts against the deadline too)."""
         if self.limiter is None:
             return await self._post(url, content, headers, deadline)
-        async with self.limiter.attempt() as attempt:
-            response = await self._post(url, content, headers, deadline)
+        async with self.limiter.attempt(deadline) as attempt:
+            answer = await self._post(url, content, headers, deadline)
             attempt.answered = True
-            attempt.overloaded = response.status_code in (429, 503)
-            return response
+            attempt.overloaded = answer.status in (429, 503)
+            return answer
 
     async def _post(
         self, url: str, content: bytes, headers: dict[str, str], deadline: Deadline
-    ) -> httpx.Response:
+    ) -> Answer:
+        """The whole exchange (connect, send, headers, body) under one timeout: the request
+        timeout or the time left, whichever is shorter. A peer that trickles its answer
+        cannot hold the run past it, nor an endless body grow past the size limit."""
         remaining = deadline.remaining()
         if remaining < MIN_ATTEMPT_S:
             raise httpx.TimeoutException("the run's deadline came before the request was sent")
@@ -235,7 +275,35 @@ class HFClient:
         parsed = self._urls.get(url)
         if parsed is None:
             parsed = self._urls[url] = httpx.URL(url)
-        return await self.http.post(parsed, content=content, headers=headers, timeout=timeout)
+        async with asyncio.timeout(timeout):
+            request = self.http.build_request(
+                "POST", parsed, content=content, headers=headers, timeout=timeout
+            )
+            response = await self.http.send(request, stream=True)
+            try:
+                body = await self._read_body(response)
+            finally:
+                await response.aclose()
+        return Answer(response.status_code, response.headers, body)
+
+    async def _read_body(self, response: httpx.Response) -> bytes:
+        limit = self.settings.max_response_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ResponseTooLargeError(
+                f"The answer is {int(declared):,} bytes, over the limit of {limit:,} "
+                "(HF_MAX_RESPONSE_BYTES)",
+                status=response.status_code,
+            )
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > limit:
+                raise ResponseTooLargeError(
+                    f"The answer grew past the limit of {limit:,} bytes (HF_MAX_RESPONSE_BYTES)",
+                    status=response.status_code,
+                )
+        return redact_bytes(bytes(body)) if contains_secret(body) else bytes(body)
 
     # -- retry policy ---------------------------------------------------------------------
 
@@ -279,6 +347,7 @@ class HFClient:
     ) -> UpstreamError:
         error = self._deadline_error(model, seen, last)
         error.attempts = seen.count
+        error.out_of_time = True
         return error
 
     def _deadline_error(
@@ -301,9 +370,9 @@ class HFClient:
 
     # -- error mapping --------------------------------------------------------------------
 
-    def _error_from_response(self, response: httpx.Response, model: str) -> UpstreamError:
-        status = response.status_code
-        message = self._redact(_api_message(response))
+    def _error_from_response(self, response: Answer, model: str) -> UpstreamError:
+        status = response.status
+        message = _api_message(response)
         said = f": {message}" if message else ""
         if status in (401, 403):
             return AuthError(
@@ -353,30 +422,28 @@ class HFClient:
             f"Unexpected answer from the Inference API (HTTP {status}){said}", status=status
         )
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
 
-
-def _read_json(response: httpx.Response, model: str) -> Any:
+def _read_json(response: Answer, model: str) -> Any:
     try:
         return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except ValueError as exc:
+        reason = "not JSON" if "not valid" in str(exc) else str(exc)
         raise BadResponseError(
-            f"Model '{model}' answered HTTP {response.status_code} with a body that is not JSON "
-            f"({_content_type(response)}): {_excerpt(response.text)}",
-            status=response.status_code,
+            f"Model '{model}' answered HTTP {response.status} with a body that is {reason} "
+            f"({response.content_type}): {_excerpt(response.text)}",
+            status=response.status,
         ) from None
 
 
-def _api_message(response: httpx.Response) -> str:
+def _api_message(response: Answer) -> str:
     """The API's own words: `error`/`message`/`detail` of a JSON body, else a text excerpt."""
     try:
         body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except ValueError:
         text = response.text
-        if "html" in _content_type(response) or text.lstrip().startswith("<"):
+        if "html" in response.content_type or text.lstrip().startswith("<"):
             text = _strip_html(text)
-            return f"non-JSON body ({_content_type(response)}): {_excerpt(text)}" if text else ""
+            return f"non-JSON body ({response.content_type}): {_excerpt(text)}" if text else ""
         return _excerpt(text)
     if isinstance(body, dict):
         for key in ("error", "message", "detail", "errors"):
@@ -388,10 +455,10 @@ def _api_message(response: httpx.Response) -> str:
     return _excerpt(json.dumps(body))
 
 
-def _estimated_time(response: httpx.Response) -> float | None:
+def _estimated_time(response: Answer) -> float | None:
     try:
         body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except ValueError:
         return None
     value = body.get("estimated_time") if isinstance(body, dict) else None
     return float(value) if isinstance(value, int | float) and value >= 0 else None
@@ -411,7 +478,7 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _usage(response: httpx.Response) -> Usage:
+def _usage(response: Answer) -> Usage:
     headers = response.headers
 
     def number(name: str, kind: type) -> Any:
@@ -425,10 +492,6 @@ def _usage(response: httpx.Response) -> Usage:
         compute_time_s=number("x-compute-time", float),
         compute_type=headers.get("x-compute-type"),
     )
-
-
-def _content_type(response: httpx.Response) -> str:
-    return response.headers.get("content-type", "no content type").split(";")[0].strip()
 
 
 _TAGS = re.compile(r"<(script|style)[^>]*>.*?</\1>|<[^>]+>", re.S | re.I)

@@ -58,6 +58,7 @@ class Outcome:
     http_status: int = 200
     run_config: str | None = None
     duration_ms: int = 0
+    out_of_time: bool = False  # the deadline ended it: a batch continues the item
 
     @property
     def success(self) -> bool:
@@ -71,4 +72,5 @@ class Outcome:
             error_kind=exc.kind,
             transient=exc.transient,
             http_status=exc.http_status,
+            out_of_time=exc.out_of_time,
         )

@@ -1,8 +1,26 @@
 """One exception hierarchy for everything that can go wrong in a run.
 
-Every error carries a `kind` (for logs, metrics and the trigger's reply) and whether it
-is `transient` (worth trying again later). They turn into failure envelopes at one
-boundary, `function.job.run_job`.
+    RunJobError                  kind      transient  HTTP
+    ├── InputError               invalid_input  no    400   the event, run config or flags
+    ├── ConfigError              config        yes    500   token, secret, settings
+    ├── StorageError             storage       yes    500   results, outputs, continuations
+    └── UpstreamError            upstream       no    502   the API answered an error
+        ├── AuthError            auth           no          401 / 403
+        ├── NotFoundError        not_found      no          404 / 410
+        ├── BadRequestError      bad_request    no          400 / 413 / 422
+        ├── BadResponseError     bad_response   no          a 2xx we cannot read
+        │   └── ResponseTooLargeError  too_large no         over HF_MAX_RESPONSE_BYTES
+        ├── RateLimitedError     rate_limited  yes          429
+        ├── ModelLoadingError    model_loading yes          503 + estimated_time
+        ├── ServerError          server_error  yes          5xx
+        ├── UpstreamTimeoutError timeout       yes    504   no answer in time
+        └── ConnectionFailedError connection   yes          refused, reset, DNS
+
+Every error carries a `kind` (logs, metrics, records), whether it is `transient` (a queue
+should try the work again later) and the HTTP status a Function URL answers with. They
+become failure envelopes at one boundary (`function.lifecycle`); whether a queued message
+goes back is decided there too, from `transient` alone. `out_of_time` marks an error that
+the invocation's deadline caused: a batch continues that item instead of failing it.
 """
 
 from __future__ import annotations
@@ -19,10 +37,11 @@ class RunJobError(Exception):
         super().__init__(message)
         self.message = message
         self.attempts = 0  # requests made before giving up
+        self.out_of_time = False  # the deadline, not the work, ended it
 
 
 class InputError(RunJobError):
-    """The run inputs (event, run config, CLI flags) are invalid."""
+    """The run inputs (event, run config, CLI flags, batch lines) are invalid."""
 
     kind = "invalid_input"
     http_status = 400
@@ -36,6 +55,15 @@ class ConfigError(RunJobError):
     """
 
     kind = "config"
+    transient = True
+    http_status = 500
+
+
+class StorageError(RunJobError):
+    """Records, outputs or continuations could not be read or written (a full disk, a bad
+    path, S3 refusing or hanging). Transient: nothing was lost if the work is run again."""
+
+    kind = "storage"
     transient = True
     http_status = 500
 
@@ -71,6 +99,12 @@ class BadResponseError(UpstreamError):
     """A 2xx answer we cannot read: not JSON, or not a shape of the task."""
 
     kind = "bad_response"
+
+
+class ResponseTooLargeError(BadResponseError):
+    """An answer over the size limit: refused from its Content-Length, or cut off."""
+
+    kind = "too_large"
 
 
 class RateLimitedError(UpstreamError):

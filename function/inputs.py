@@ -9,7 +9,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from function.errors import InputError
 from function.settings import Settings
@@ -166,6 +174,73 @@ _TASK_SPECIFIC = ("task", "candidate_labels", "inputs", "parameters")
 RUN_INPUT_FIELDS = frozenset(RunInputs.model_fields) | {"run_config"}
 
 
+# --- batch fields ------------------------------------------------------------------------
+
+
+class Part(BaseModel):
+    """A byte range of a JSONL input (fan-out), with the index and line number of its first
+    line in the whole file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    bytes: list[NonNegativeInt] = Field(min_length=2, max_length=2)  # [start, end)
+    first_index: NonNegativeInt = 0
+    first_line: int = Field(default=1, ge=1)
+
+
+class BatchFields(BaseModel):
+    """The fields of an event that describe a batch rather than its runs. Every other field
+    is shared by the items (and each item's own fields win)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    items: list[Any] | None = None
+    input_uri: str | None = Field(default=None, min_length=1)
+    output_uri: str | None = Field(default=None, min_length=1)
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    concurrency: int = Field(default=64, ge=1, le=1024)
+    rate: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    part: Part | None = None
+    fan_out: bool = False
+    chunk_size: int = Field(default=500, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BatchFields:
+        if (self.items is None) == (self.input_uri is None):
+            raise ValueError("a batch takes one of items, text (a list) or input_uri")
+        if (self.part or self.fan_out) and self.input_uri is None:
+            raise ValueError("part and fan_out need input_uri")
+        if self.fan_out and not (self.output_uri or "").endswith("/"):
+            raise ValueError("output_uri: fan_out needs a prefix ending with '/' for the parts")
+        return self
+
+
+BATCH_FIELDS = frozenset(BatchFields.model_fields)
+# Batch fields a batch passes on when it sends work to the queue's workers.
+WORKER_OPTIONS = ("batch_size", "concurrency", "rate")
+
+
+def is_batch(fields: Mapping[str, Any]) -> bool:
+    """Many items: `items`, `text` as a list, or `input_uri`."""
+    return "items" in fields or "input_uri" in fields or isinstance(fields.get("text"), list)
+
+
+def split_batch(fields: Mapping[str, Any]) -> tuple[BatchFields, dict[str, Any]]:
+    """A batch event's own fields, and the run input fields its items share."""
+    own = {k: v for k, v in fields.items() if k in BATCH_FIELDS}
+    if isinstance(fields.get("text"), list):
+        own["items"] = fields["text"]
+    shared = {
+        k: v
+        for k, v in fields.items()
+        if k not in BATCH_FIELDS and not (k == "text" and isinstance(v, list))
+    }
+    try:
+        return BatchFields.model_validate(own), shared
+    except ValidationError as exc:
+        raise InputError("Invalid batch: " + describe_validation_error(exc)) from None
+
+
 # --- run config files -------------------------------------------------------------------
 
 
@@ -229,13 +304,16 @@ def overlay(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, 
     """`overrides` on top of `base`.
 
     `parameters` merge key by key; any other field replaces the base's; a field set to null
-    removes the base's value. Overrides that name another task than the base's start that
-    task afresh: the base's task-specific fields (candidate_labels, inputs, parameters) are
-    left out; its model, text and wait_for_model still apply.
+    removes the base's value. Overrides that name or imply another task than the base's
+    (`task`, `candidate_labels`, `inputs` with a question) start that task afresh: the base's
+    fields that fit only its own task (candidate_labels, inputs, parameters) are left out;
+    its model, text and wait_for_model still apply. The same fields in the overrides
+    themselves are checked against the task as usual.
     """
     check_fields(overrides)
     merged = dict(base)
-    if overrides.get("task") and overrides["task"] != implied_task(merged):
+    asked = implied_task(overrides)
+    if asked and asked != implied_task(merged):
         for key in _TASK_SPECIFIC:
             merged.pop(key, None)
     for key, value in overrides.items():

@@ -18,6 +18,10 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from function.client import Deadline
 
 
 @dataclass
@@ -45,8 +49,11 @@ class AdaptiveLimiter:
         self._next_start = 0.0
 
     @asynccontextmanager
-    async def attempt(self) -> AsyncIterator[Attempt]:
-        await self._acquire()
+    async def attempt(self, deadline: Deadline) -> AsyncIterator[Attempt]:
+        """A slot for one request. Waiting for it (and `rate` spacing) is bounded by the
+        deadline: TimeoutError when the slot would come too late."""
+        async with asyncio.timeout(deadline.remaining()):
+            await self._acquire()
         attempt = Attempt(self.in_flight)
         try:
             yield attempt
@@ -75,7 +82,12 @@ class AdaptiveLimiter:
             now = time.monotonic()
             self._next_start = max(now, self._next_start + 1.0 / self.rate)
             if self._next_start > now:
-                await asyncio.sleep(self._next_start - now)
+                try:
+                    await asyncio.sleep(self._next_start - now)
+                except BaseException:
+                    self.in_flight -= 1  # the slot was never used
+                    self._wake()
+                    raise
 
     def stop_probing(self) -> None:
         """No more work is coming: a refused probe now would only delay the last items."""

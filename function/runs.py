@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from function.aws import aws_client
+from function.aws import aws_client, bounded
+from function.client import Deadline
 from function.envelope import Outcome
+from function.errors import StorageError
 from function.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,33 @@ class Run:
             "envelope": envelope,
         }
 
+    def batch_record(
+        self,
+        summary: dict[str, Any],
+        run_config: str | None,
+        model: str | None,
+        message_id: str | None = None,
+    ) -> dict[str, Any]:
+        """One record for a whole batch (its items' records are in its output): what
+        `history` lists, and the usage of the batch."""
+        ended = datetime.now(UTC)
+        return {
+            "run_id": self.run_id,
+            "item": None,
+            "kind": "batch",
+            "trigger": self.trigger,
+            "run_config": run_config,
+            "request_id": self.request_id,
+            "message_id": message_id,
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(ended),
+            "duration_ms": round(summary.get("elapsed_s", 0) * 1000),
+            "model": model,
+            "success": summary.get("failed", 0) == 0 and not summary.get("continued"),
+            "characters": summary.get("characters") or None,
+            "summary": summary,
+        }
+
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -119,10 +148,10 @@ class LocalSink:
 class S3Sink:
     """`s3://bucket/prefix/dt=YYYY-MM-DD/<run_id>.jsonl`, one object per run."""
 
-    def __init__(self, bucket: str, prefix: str) -> None:
+    def __init__(self, bucket: str, prefix: str, timeout_s: float = 10.0) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.s3 = aws_client("s3")
+        self.s3 = aws_client("s3", timeout_s)
 
     def key(self, run_id: str) -> str:
         return f"{self.prefix}dt={run_date(run_id) or date.today()}/{run_id}.jsonl"
@@ -157,12 +186,12 @@ class S3Sink:
         return [json.loads(line) for line in body.splitlines() if line.strip()]
 
 
-def open_sink(uri: str) -> Sink:
+def open_sink(uri: str, timeout_s: float = 10.0) -> Sink:
     parts = urlsplit(uri)
     if parts.scheme == "s3":
         if not parts.netloc:
             raise ValueError(f"RESULTS_URI {uri!r} names no bucket; expected s3://bucket/prefix/")
-        return S3Sink(parts.netloc, parts.path)
+        return S3Sink(parts.netloc, parts.path, timeout_s)
     if parts.scheme not in ("", "file"):
         raise ValueError(f"RESULTS_URI {uri!r}: expected a directory or s3://bucket/prefix/")
     return LocalSink(Path(parts.path if parts.scheme == "file" else uri))
@@ -189,14 +218,20 @@ def _group_by_run(records: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, 
         yield current
 
 
-def store(settings: Settings, run: Run, records: list[dict[str, Any]]) -> bool:
-    """Write the run's records. A sink failure is logged, never raised: the reply stands."""
+async def store(
+    settings: Settings, run: Run, records: list[dict[str, Any]], deadline: Deadline
+) -> None:
+    """Write the run's records, within the deadline; StorageError if they could not be."""
     try:
-        where = open_sink(settings.results_uri).write(run.run_id, records)
-    except Exception:
-        log.exception(
-            "Could not store the run's records", extra={"results_uri": settings.results_uri}
-        )
-        return False
+        sink = open_sink(settings.results_uri, settings.aws_timeout_s)
+        where = await bounded(lambda: sink.write(run.run_id, records), deadline)
+    except TimeoutError:
+        raise StorageError(
+            f"RESULTS_URI {settings.results_uri}: no answer before the deadline"
+        ) from None
+    except Exception as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise StorageError(
+            f"RESULTS_URI {settings.results_uri}: could not store ({reason})"
+        ) from None
     log.info("Stored the run's records", extra={"location": where, "records": len(records)})
-    return True

@@ -1,50 +1,64 @@
 """The Hugging Face token: from the environment, else Secrets Manager, else SSM.
 
 Fetched once per container and cached for `HF_SECRET_TTL` seconds (Powertools Parameters),
-so a rotated secret takes effect without a redeploy. boto3 is imported only on this path.
+so a rotated secret takes effect without a redeploy. The fetch is bounded by the deadline
+(a hanging store is a ConfigError, not a late reply). boto3 is imported only on this path.
+Every token found is remembered for redaction (`function.redact`).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
+from function.aws import aws_client, bounded, describe
 from function.errors import ConfigError
-from function.settings import Settings
+from function.redact import remember
+from function.settings import Settings, check_token
+
+if TYPE_CHECKING:
+    from function.client import Deadline
 
 TOKEN_KEY = "HUGGINGFACE_API_KEY"
 
 
-def resolve_token(settings: Settings) -> str | None:
-    if settings.env_token:
-        return settings.env_token
-    if settings.secret_arn:
-        return _from_secrets_manager(settings.secret_arn, settings.secret_ttl_s)
-    if settings.parameter_name:
-        return _from_ssm(settings.parameter_name, settings.secret_ttl_s)
-    return None
+async def resolve_token(settings: Settings, deadline: Deadline) -> str | None:
+    token = settings.env_token
+    if not token and settings.secret_arn:
+        where = f"Secrets Manager secret {settings.secret_arn} (HUGGINGFACE_API_KEY_SECRET_ARN)"
+        token = _token_from(await _fetch("secrets", settings, deadline, where), where)
+    elif not token and settings.parameter_name:
+        where = f"SSM parameter {settings.parameter_name} (HUGGINGFACE_API_KEY_PARAMETER)"
+        token = _token_from(await _fetch("ssm", settings, deadline, where), where)
+    remember(token)
+    return token
 
 
-def _from_secrets_manager(arn: str, ttl: int) -> str:
+async def _fetch(store: str, settings: Settings, deadline: Deadline, where: str) -> Any:
+    name = settings.secret_arn if store == "secrets" else settings.parameter_name
+    provider = _provider(store, settings.aws_timeout_s)
+    options: dict[str, Any] = {"max_age": settings.secret_ttl_s}
+    if store == "ssm":
+        options["decrypt"] = True
+    try:
+        return await bounded(lambda: provider.get(name, **options), deadline)
+    except TimeoutError:
+        raise ConfigError(
+            f"Could not read the token from {where}: no answer before the deadline"
+        ) from None
+    except Exception as exc:  # GetParameterError, botocore errors: name the store, never a value
+        raise ConfigError(f"Could not read the token from {where}: {describe(exc)}") from None
+
+
+@cache
+def _provider(store: str, timeout_s: float) -> Any:
+    """One Powertools provider per store and process: its cache is what the TTL applies to."""
     from aws_lambda_powertools.utilities import parameters
 
-    where = f"Secrets Manager secret {arn} (HUGGINGFACE_API_KEY_SECRET_ARN)"
-    try:
-        value: Any = parameters.get_secret(arn, max_age=ttl)
-    except Exception as exc:  # GetParameterError, botocore errors: name the ARN, never a value
-        raise ConfigError(f"Could not read the token from {where}: {_reason(exc)}") from None
-    return _token_from(value, where)
-
-
-def _from_ssm(name: str, ttl: int) -> str:
-    from aws_lambda_powertools.utilities import parameters
-
-    where = f"SSM parameter {name} (HUGGINGFACE_API_KEY_PARAMETER)"
-    try:
-        value: Any = parameters.get_parameter(name, decrypt=True, max_age=ttl)
-    except Exception as exc:
-        raise ConfigError(f"Could not read the token from {where}: {_reason(exc)}") from None
-    return _token_from(value, where)
+    if store == "secrets":
+        return parameters.SecretsProvider(boto3_client=aws_client("secretsmanager", timeout_s))
+    return parameters.SSMProvider(boto3_client=aws_client("ssm", timeout_s))
 
 
 def _token_from(value: Any, where: str) -> str:
@@ -55,22 +69,12 @@ def _token_from(value: Any, where: str) -> str:
     if text.startswith("{"):
         try:
             data = json.loads(text)
-        except json.JSONDecodeError:
+        except ValueError:
             raise ConfigError(f"The token in {where} looks like JSON but is not valid") from None
         token = data.get(TOKEN_KEY) if isinstance(data, dict) else None
         if not isinstance(token, str) or not token.strip():
             raise ConfigError(f"{where} is JSON without a non-empty {TOKEN_KEY} key")
-        return token.strip()
-    if not text:
+        text = token
+    if not text.strip():
         raise ConfigError(f"{where} is empty")
-    return text
-
-
-def _reason(exc: Exception) -> str:
-    """The AWS error code and message; AWS messages never carry the secret's value."""
-    cause = exc.__cause__ or exc.__context__ or exc
-    response = getattr(cause, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        error = response["Error"]
-        return f"{error.get('Code', 'Error')}: {error.get('Message', '')}".strip(": ")
-    return f"{type(cause).__name__}: {cause}"[:300]
+    return check_token(text, where)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from function.errors import ConfigError
@@ -13,7 +20,22 @@ from function.errors import ConfigError
 DEFAULT_ENDPOINT = "https://router.huggingface.co/hf-inference"
 DEAD_HOST = "api-inference.huggingface.co"
 HF_ROUTER_HOST = "router.huggingface.co"
-DEFAULT_RUN_CONFIG_DIR = Path(__file__).resolve().parent.parent / "run_config"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_RUN_CONFIG_DIR = PROJECT_DIR / "run_config"
+# Run records stay in one place whatever the current directory: beside run_config/ on a
+# workstation; in Lambda (read-only code) under /tmp, when the template sets no RESULTS_URI.
+DEFAULT_RESULTS_DIR = PROJECT_DIR / "runs"
+LAMBDA_RESULTS_DIR = "/tmp/hf-run-job/runs"
+MIB = 1024 * 1024
+
+
+def check_token(value: str, name: str) -> str:
+    """Surrounding whitespace (a trailing newline from `echo` or a file) is dropped; a control
+    character inside is refused, naming where it came from but never the value."""
+    token = value.strip()
+    if any(ord(c) < 32 or ord(c) == 127 for c in token):
+        raise ConfigError(f"{name} contains a control character; expected a token like hf_...")
+    return token
 
 
 class Settings(BaseSettings):
@@ -35,17 +57,42 @@ class Settings(BaseSettings):
     backoff_max_s: float = Field(default=8.0, gt=0, validation_alias="HF_BACKOFF_MAX")
     default_budget_s: float = Field(default=60.0, gt=0, validation_alias="HF_DEFAULT_BUDGET")
     deadline_margin_s: float = Field(default=1.0, ge=0, validation_alias="HF_DEADLINE_MARGIN")
+    # Memory bounds: an answer larger than this fails (a feature-extraction chunk is split
+    # instead), and so does a batch input line longer than that.
+    max_response_bytes: int = Field(
+        default=32 * MIB, ge=1024, validation_alias="HF_MAX_RESPONSE_BYTES"
+    )
+    max_line_bytes: int = Field(default=1 * MIB, ge=1024, validation_alias="HF_MAX_LINE_BYTES")
     # Where the token comes from when it is not in the environment (AWS deployments).
     secret_arn: str | None = Field(default=None, validation_alias="HUGGINGFACE_API_KEY_SECRET_ARN")
     parameter_name: str | None = Field(
         default=None, validation_alias="HUGGINGFACE_API_KEY_PARAMETER"
     )
     secret_ttl_s: int = Field(default=300, ge=0, validation_alias="HF_SECRET_TTL")
-    # Where run records go: a local directory (default) or s3://bucket/prefix/.
-    results_uri: str = Field(default="runs", validation_alias="RESULTS_URI")
+    # AWS calls (secrets, S3, SQS): connect and read timeouts of each; the deadline bounds
+    # them all as well.
+    aws_timeout_s: float = Field(default=10.0, gt=0, validation_alias="HF_AWS_TIMEOUT")
+    # Where run records go: a local directory or s3://bucket/prefix/.
+    results_uri: str = Field(default="", validation_alias="RESULTS_URI")
+    # Where batch outputs go when an event names none (default: RESULTS_URI/batches/).
+    batches_uri: str = Field(default="", validation_alias="BATCHES_URI")
     sqs_concurrency: int = Field(default=10, ge=1, le=100, validation_alias="HF_SQS_CONCURRENCY")
     # The queue the workers read: fan-out parts and batch continuations are sent to it.
     run_queue_url: str | None = Field(default=None, validation_alias="RUN_QUEUE_URL")
+    # Set by Lambda itself: metrics are emitted only there.
+    lambda_function_name: str | None = Field(
+        default=None, validation_alias="AWS_LAMBDA_FUNCTION_NAME"
+    )
+
+    @field_validator("huggingface_api_key", mode="before")
+    @classmethod
+    def _check_token(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return check_token(value, "the token") or None
+            except ConfigError as exc:
+                raise ValueError(exc.message) from None
+        return value
 
     @field_validator("huggingface_api_endpoint")
     @classmethod
@@ -57,6 +104,15 @@ class Settings(BaseSettings):
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query string or fragment")
         return value
+
+    @model_validator(mode="after")
+    def _default_locations(self) -> Settings:
+        if not self.results_uri:
+            default = LAMBDA_RESULTS_DIR if self.in_lambda else str(DEFAULT_RESULTS_DIR)
+            object.__setattr__(self, "results_uri", default)
+        if not self.batches_uri:
+            object.__setattr__(self, "batches_uri", self.results_uri.rstrip("/") + "/batches")
+        return self
 
     @property
     def env_token(self) -> str | None:
@@ -71,6 +127,10 @@ class Settings(BaseSettings):
     def needs_token(self) -> bool:
         """Hugging Face's own hosts need a token; a self-hosted server may not."""
         return self.endpoint_host.endswith("huggingface.co")
+
+    @property
+    def in_lambda(self) -> bool:
+        return bool(self.lambda_function_name)
 
 
 def load_settings() -> Settings:
@@ -89,6 +149,9 @@ def load_settings() -> Settings:
                 if field in Settings.model_fields
                 else None
             )
-            name = alias if isinstance(alias, str) else field.upper()
-            problems.append(f"{name}: {err['msg']}")
+            if isinstance(alias, AliasChoices):
+                name = " / ".join(str(choice) for choice in alias.choices)
+            else:
+                name = alias if isinstance(alias, str) else field.upper()
+            problems.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError("Invalid setting " + "; ".join(problems)) from None

@@ -40,6 +40,12 @@ ENV_VARS = (
     "HF_SECRET_TTL",
     "RESULTS_URI",
     "HF_SQS_CONCURRENCY",
+    "HF_MAX_RESPONSE_BYTES",
+    "HF_MAX_LINE_BYTES",
+    "HF_AWS_TIMEOUT",
+    "BATCHES_URI",
+    "RUN_QUEUE_URL",
+    "AWS_LAMBDA_FUNCTION_NAME",
 )
 
 
@@ -59,6 +65,7 @@ def env(monkeypatch: pytest.MonkeyPatch, hf: FakeHF, tmp_path: Path) -> pytest.M
     monkeypatch.setenv("HUGGINGFACE_API_KEY", TOKEN)
     monkeypatch.setenv("HF_BACKOFF_BASE", "0.05")
     monkeypatch.setenv("HF_BACKOFF_MAX", "0.2")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "hf-run-job")  # in-process: as in Lambda
     return monkeypatch
 
 
@@ -69,6 +76,11 @@ class FakeContext:
     remaining_ms: int = 3000
     aws_request_id: str = "test-request-id"
     function_name: str = "hf-run-job"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:hf-run-job"
+    function_version: str = "$LATEST"
+    log_group_name: str = "/aws/lambda/hf-run-job"
+    log_stream_name: str = "2026/11/24/[$LATEST]test"
 
     def __post_init__(self) -> None:
         self._start = time.monotonic()

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from function.batch import (
-    BatchOptions,
-    ListWriter,
-    items_from_jsonl,
-    items_from_list,
-    open_batch_session,
-    run_batch,
-)
+from function.batch import items_from_jsonl, items_from_list
 from function.client import Deadline
+from function.inputs import BatchFields
+from function.lifecycle import BatchPlan, Lifecycle
+from function.runs import Run
 from function.settings import load_settings
+from function.storage import ListWriter
+from function.triggers import Request
 from tests.conftest import TOKEN, invoke, run_cli
 from tests.fakehf import FakeHF, Reply, Seen
 
@@ -31,6 +30,14 @@ def labels_for(request: Seen) -> Reply:
     return Reply(200, [{"label": text, "score": 0.9}, {"label": "other", "score": 0.1}])
 
 
+async def lines_of(texts):
+    """Lines as an input file gives them."""
+    from function.batch import Line
+
+    for number, text in enumerate(texts, 1):
+        yield Line(number, text.encode() + b"\n", None, len(text) + 1)
+
+
 def batch(
     items,
     *,
@@ -40,23 +47,22 @@ def batch(
     shared=None,
     window: int = 1024,
 ):
-    """Run a batch in-process; returns (summary, output records, continuation lines)."""
+    """Run a batch in-process through the lifecycle; returns (summary, records, continuation)."""
 
     async def main():
         settings = load_settings()
+        lifecycle = Lifecycle(settings, Deadline(budget), Run("direct", datetime.now(UTC)))
         output, continuation = ListWriter(), ListWriter()
-        async with open_batch_session(
-            settings, Deadline(budget), concurrency=cap, batch_size=batch_size
-        ) as session:
-            summary = await run_batch(
-                shared or {},
-                items,
-                session,
-                output,
-                continuation,
-                BatchOptions(batch_size=batch_size, window=window),
-            )
-        return summary, output.values, continuation.values
+
+        async def open_items():
+            return items
+
+        options = BatchFields(items=[], concurrency=cap, batch_size=batch_size)
+        plan = BatchPlan(
+            shared or {}, options, open_items, output, continuation, "memory", window=window
+        )
+        (done,) = await lifecycle.run([Request({})], plan)
+        return done.body, output.values, continuation.values
 
     return asyncio.run(main())
 
@@ -83,7 +89,7 @@ def test_every_item_once_in_input_order_through_a_storm_of_faults(env, hf):
     lines.insert(100, "{not json")
     lines.insert(200, json.dumps(["not", "an", "object"]))
 
-    summary, records, continued = batch(items_from_jsonl(lines))
+    summary, records, continued = batch(items_from_jsonl(lines_of(lines)))
 
     assert continued == []
     assert [r["id"] for r in records] == [
@@ -93,7 +99,7 @@ def test_every_item_once_in_input_order_through_a_storm_of_faults(env, hf):
         200,
         *[f"t{i}" for i in range(199, 400)],
     ]
-    assert (summary.total, summary.succeeded, summary.failed) == (402, 400, 2)
+    assert (summary["total"], summary["succeeded"], summary["failed"]) == (402, 400, 2)
     for record in records:
         if record["success"]:
             assert record["result"][0]["label"] == record["id"].replace("t", "text ")
@@ -105,7 +111,7 @@ def test_identical_requests_are_sent_once(env, hf):
     hf.on(PATH, labels_for)
     items = [{"text": f"text {i % 50}"} for i in range(500)]
     summary, records, _ = batch(items_from_list(items))
-    assert summary.succeeded == 500
+    assert summary["succeeded"] == 500
     assert len(hf.requests) == 50
     assert all(r["result"][0]["label"] == items[r["id"]]["text"] for r in records)
 
@@ -154,7 +160,7 @@ def test_deadline_splits_the_input_into_output_and_continuation(env, hf):
     assert written == sorted(written) and rest == sorted(rest)
     assert continued and records
     assert continued == [items[i] for i in rest]
-    assert summary.continued == len(continued)
+    assert summary["continued"] == len(continued)
     assert all(r["success"] for r in records)
 
 
@@ -168,7 +174,7 @@ def test_adaptive_concurrency_finds_an_unknown_cap_and_loses_nothing(env, hf):
         summary, records, _ = batch(items_from_list(items), cap=64)
     finally:
         capped.stop()
-    assert summary.succeeded == 300
+    assert summary["succeeded"] == 300
     assert [r["id"] for r in records] == list(range(300))
     assert capped.refused > 0  # it did hit the cap...
     assert capped.refused < 40  # ...and then stayed near it instead of hammering
@@ -190,7 +196,7 @@ def test_feature_extraction_texts_go_in_chunks(env, hf):
         batch_size=32,
         shared={"model": model, "task": "feature-extraction", "candidate_labels": None},
     )
-    assert summary.succeeded == 100
+    assert summary["succeeded"] == 100
     assert len(hf.requests) == 4
     assert max(len(r.json["inputs"]) for r in hf.requests) == 32
     assert [r["result"] for r in records] == [[[float(i + 1), 1.0, 2.0]] for i in range(100)]
@@ -237,10 +243,11 @@ def test_cli_batch_to_a_file_with_a_continuation(hf, tmp_path: Path):
     continuation = tmp_path / "out.continuation.jsonl"
     assert summary["continuation"] == str(continuation)
     written = [json.loads(line)["id"] for line in out.read_text().splitlines()]
-    rest = continuation.read_text().splitlines()
-    lines = source.read_text().splitlines()
+    rest = [json.loads(line) for line in continuation.read_text().splitlines()]
     assert rest and written
-    assert sorted(written + [lines.index(line) for line in rest]) == list(range(60))
+    # Items without an id keep their position (as their id) in the continuation.
+    assert all(line["text"] == f"text {line['id']}" for line in rest)
+    assert sorted(written + [line["id"] for line in rest]) == list(range(60))
 
 
 def test_cli_batch_rate_cap(hf, tmp_path: Path):
@@ -296,10 +303,14 @@ def test_handler_batch_without_output_goes_under_the_results(env, hf, tmp_path):
 @pytest.mark.parametrize(
     ("event", "message"),
     [
-        ({"items": "nope"}, "items: expected a list of objects of run inputs"),
-        ({"items": [], "concurrency": 0}, "concurrency: expected a whole number of 1 or more"),
-        ({"items": [], "rate": "fast"}, "rate: expected a positive number"),
-        ({"input_uri": "/no/such/file.jsonl"}, "input_uri: could not read it"),
+        ({"items": "nope"}, "items: Input should be a valid list"),
+        (
+            {"items": [], "concurrency": 0},
+            "concurrency: Input should be greater than or equal to 1",
+        ),
+        ({"items": [], "rate": "fast"}, "rate: Input should be a valid number"),
+        ({"items": [], "rate": 0}, "rate: Input should be greater than 0"),
+        ({"input_uri": "/no/such/file.jsonl"}, "input_uri: cannot read /no/such/file.jsonl"),
         ({"input_uri": "s3://bucket-only"}, "expected s3://bucket/key"),
     ],
 )

@@ -1,0 +1,170 @@
+"""In front of the API client in a batch: identical requests within a run are sent once,
+and single-text feature-extraction requests go `batch_size` texts at a time (the answer is
+split back per text). A chunk whose answer would be over the size limit is sent again in
+halves, so big embedding batches stay within `HF_MAX_RESPONSE_BYTES`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from function.client import ApiResponse, Deadline, Fetcher
+from function.envelope import Usage
+from function.errors import ResponseTooLargeError
+
+FLUSH_AFTER_S = 0.005  # a chunk waits this long for more texts before it is sent
+
+
+class Coalescer:
+    def __init__(self, client: Fetcher, *, batch_size: int = 32, cache_size: int = 20_000) -> None:
+        self.client = client
+        self.batch_size = batch_size
+        self.cache_size = cache_size
+        self._answers: OrderedDict[bytes, asyncio.Future[ApiResponse]] = OrderedDict()
+        self._chunks: dict[str, _Chunk] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+        self.sent = 0
+
+    async def post_json(
+        self, url: str, payload: Any, *, model: str, wait_for_model: bool, deadline: Deadline
+    ) -> ApiResponse:
+        body = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+        key = hashlib.blake2b(f"{url}\n{body}".encode(), digest_size=16).digest()
+        known = self._answers.get(key)
+        if known is not None:
+            self._answers.move_to_end(key)
+            return await asyncio.shield(known)
+        future: asyncio.Future[ApiResponse] = asyncio.get_running_loop().create_future()
+        self._answers[key] = future
+        if len(self._answers) > self.cache_size:
+            self._answers.popitem(last=False)
+        try:
+            if _embeddable(url, payload) and self.batch_size > 1:
+                answer = await self._embed(url, payload, model, wait_for_model, deadline)
+            else:
+                self.sent += 1
+                answer = await self.client.post_json(
+                    url, payload, model=model, wait_for_model=wait_for_model, deadline=deadline
+                )
+        except BaseException as exc:
+            self._answers.pop(key, None)  # a failure is not an answer to share later
+            _fail(future, exc)
+            raise
+        future.set_result(answer)
+        return answer
+
+    async def aclose(self) -> None:
+        """Stop what is still being sent (the batch has stopped waiting for it)."""
+        for chunk in self._chunks.values():
+            chunk.flusher.cancel()
+        self._chunks.clear()
+        for task in list(self._sending):
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
+
+    async def _embed(
+        self, url: str, payload: Any, model: str, wait: bool, deadline: Deadline
+    ) -> ApiResponse:
+        group = f"{url}\n{json.dumps(payload.get('parameters') or {}, sort_keys=True)}"
+        chunk = self._chunks.get(group)
+        if chunk is None:
+            chunk = self._chunks[group] = _Chunk()
+            chunk.flusher = asyncio.get_running_loop().call_later(
+                FLUSH_AFTER_S, lambda: self._flush(group, url, payload, model, wait, deadline)
+            )
+        position = len(chunk.texts)
+        chunk.texts.append(payload["inputs"])
+        if len(chunk.texts) >= self.batch_size:
+            chunk.flusher.cancel()
+            self._flush(group, url, payload, model, wait, deadline)
+        answer = await asyncio.shield(chunk.answer)
+        body = answer.body
+        if not isinstance(body, list) or len(body) != len(chunk.texts):
+            # Not one answer per text: let the task's reader say what came back.
+            return ApiResponse(body, answer.usage, answer.attempts)
+        return ApiResponse(body[position], answer.usage, answer.attempts)
+
+    def _flush(
+        self, group: str, url: str, payload: Any, model: str, wait: bool, deadline: Deadline
+    ) -> None:
+        chunk = self._chunks.pop(group, None)
+        if chunk is None:
+            return
+
+        async def send(texts: list[Any]) -> ApiResponse:
+            self.sent += 1
+            request = {**payload, "inputs": texts}
+            try:
+                return await self.client.post_json(
+                    url, request, model=model, wait_for_model=wait, deadline=deadline
+                )
+            except ResponseTooLargeError:
+                if len(texts) < 2:
+                    raise
+            half = len(texts) // 2
+            first, second = await asyncio.gather(send(texts[:half]), send(texts[half:]))
+            return _joined(first, second)
+
+        async def answer() -> None:
+            try:
+                result = await send(list(chunk.texts))
+            except BaseException as exc:
+                _fail(chunk.answer, exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            else:
+                chunk.answer.set_result(result)
+
+        task = asyncio.ensure_future(answer())
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+
+@dataclass
+class _Chunk:
+    texts: list[Any] = field(default_factory=list)
+    answer: asyncio.Future[ApiResponse] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    flusher: asyncio.TimerHandle | Any = None
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    """Pass a failure on to whoever shares the future (a cancellation as a cancellation)."""
+    if future.done():
+        return
+    if isinstance(exc, asyncio.CancelledError):
+        future.cancel()
+    else:
+        future.set_exception(exc)
+        future.exception()  # retrieved: no "never retrieved" warning when nobody shares it
+
+
+def _joined(first: ApiResponse, second: ApiResponse) -> ApiResponse:
+    """Two halves of a chunk's answer as one."""
+    if not (isinstance(first.body, list) and isinstance(second.body, list)):
+        return first if not isinstance(first.body, list) else second
+    a, b = first.usage, second.usage
+    usage = Usage(
+        characters=_sum(a.characters, b.characters),
+        compute_time_s=_sum(a.compute_time_s, b.compute_time_s),
+        compute_type=a.compute_type or b.compute_type,
+    )
+    return ApiResponse(first.body + second.body, usage, max(first.attempts, second.attempts))
+
+
+def _sum(a: Any, b: Any) -> Any:
+    return None if a is None and b is None else (a or 0) + (b or 0)
+
+
+def _embeddable(url: str, payload: Any) -> bool:
+    return (
+        url.endswith("/pipeline/feature-extraction")
+        and isinstance(payload, dict)
+        and isinstance(payload.get("inputs"), str)
+    )

@@ -1,0 +1,89 @@
+"""JSON from outside the process, read so that nothing downstream can trip over it.
+
+`parse` turns text into a value or raises `ValueError` with a reason a user can act on:
+invalid JSON (line and column), nesting too deep, a number too long for Python, NaN or
+Infinity (not JSON), or a lone surrogate (not Unicode; it could not be written out again).
+`check` holds values that arrived already parsed (a Lambda event) to the same rules.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+MAX_DEPTH = 64
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse(text: str | bytes) -> Any:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
+        ) from None
+    except RecursionError:
+        raise ValueError("not usable JSON: nested too deeply") from None
+    except ValueError as exc:  # a 5,000-digit integer, NaN/Infinity
+        raise ValueError(f"not usable JSON: {_reason(exc)}") from None
+    if _SURROGATE_ESCAPE.search(text) or (
+        text.count("[") + text.count("{") > MAX_DEPTH and _deeper_than(value, MAX_DEPTH)
+    ):
+        check(value)
+    return value
+
+
+def check(value: Any) -> None:
+    """Raise ValueError unless `value` is plain JSON that can be written out as UTF-8."""
+    if _deeper_than(value, MAX_DEPTH):
+        raise ValueError(f"not usable JSON: nested deeper than {MAX_DEPTH} levels")
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except RecursionError:
+        raise ValueError("not usable JSON: nested too deeply") from None
+    except UnicodeEncodeError:
+        raise ValueError("not usable JSON: a string holds a lone surrogate (not Unicode)") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not usable JSON: {_reason(exc)}") from None
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether containers nest more than `limit` deep (iteratively: no recursion to blow)."""
+    stack = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, dict):
+            children: Any = current.values()
+        elif isinstance(current, list | tuple):
+            children = current
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend(
+            (child, depth + 1) for child in children if isinstance(child, dict | list | tuple)
+        )
+    return False
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    if "integer string conversion" in text or "digits" in text:
+        return "a number has too many digits"
+    if "Out of range float" in text or "is not a JSON number" in text:
+        return "NaN and Infinity are not JSON numbers"
+    if "not JSON serializable" in text:
+        return text.split(" is not")[0].removeprefix("Object of type ") + " is not a JSON type"
+    if "keys must be" in text:
+        return "object keys must be strings"
+    return text[:200]

@@ -1,0 +1,452 @@
+"""The one lifecycle of an invocation, for every trigger (Lambda events and the CLI alike).
+
+    event -> triggers.read_event -> Invocation (pure)
+    Lifecycle:  settings -> deadline -> token and pre-flight checks (once)
+                -> a session -> each request: one run, or a batch (engine + storage)
+                -> retry / acknowledge / continue (`Done`), decided here and only here
+                -> run records stored (bounded by the deadline)
+    -> replies.reply -> the trigger's own reply shape (pure)
+
+The deadline: the Lambda context's remaining time less `HF_DEADLINE_MARGIN` (else the CLI's
+--timeout, else HF_DEFAULT_BUDGET). Work stops a reserve before it, so that outputs and
+records are written and the reply goes out in time whatever a peer does.
+
+Retry or acknowledge: a request goes back to the queue when its failure is transient
+(timeouts, 429/5xx after retries, a model still loading at the deadline, storage failures,
+configuration errors); invalid input and other 4xx are stored and acknowledged. A batch is
+acknowledged once its records are written and its continuation (if any) is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from function.client import Deadline, Fetcher, HFClient, new_http_client
+from function.envelope import Outcome
+from function.errors import ConfigError, InputError, RunJobError
+from function.inference import check_ready, run_inference
+from function.inputs import (
+    WORKER_OPTIONS,
+    BatchFields,
+    merge_inputs,
+    overlay,
+    requested_model,
+    run_config_name,
+    split_batch,
+    validate_inputs,
+)
+from function.observability import configure_logging, record_metrics, start_invocation
+from function.redact import redact
+from function.replies import Done, reply
+from function.runs import Run, store
+from function.secrets import resolve_token
+from function.settings import Settings, load_settings
+from function.triggers import Invocation, Request, Trigger, read_event
+
+if TYPE_CHECKING:
+    from function.batch import BatchRun, Progress
+    from function.storage import Output
+
+log = logging.getLogger(__name__)
+
+INLINE_LIMIT = 100  # batches this small with no output target answer their records inline
+RESERVE_S = 2.0  # work stops this long before the deadline (a quarter of a short budget)
+
+
+@dataclass
+class Handled:
+    """The trigger's reply, and whether everything in it succeeded (the CLI's exit status)."""
+
+    reply: Any
+    ok: bool
+
+
+async def handle_event(event: Any, context: Any = None) -> Handled:
+    """The Lambda handler's work (and `hf-run-job run --event`). Never raises."""
+    configure_logging()
+    return await handle(read_event(event), context=context)
+
+
+async def handle(
+    invocation: Invocation,
+    *,
+    context: Any = None,
+    timeout: float | None = None,
+    plan: BatchPlan | None = None,
+) -> Handled:
+    """Run an invocation to its reply. `plan` is a batch the CLI has set up (its input,
+    output and progress); otherwise batches come from the requests' fields."""
+    run = Run(invocation.trigger, datetime.now(UTC), _request_id(context))
+    start_invocation(run_id=run.run_id, trigger=run.trigger, request_id=run.request_id)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        log.error("Invalid settings: %s", exc.message)
+        done = [_failed(exc, request) for request in invocation.requests]
+        return Handled(reply(invocation.trigger, done), ok=False)
+    if timeout is not None:
+        deadline = Deadline(timeout)
+    else:
+        deadline = Deadline.for_invocation(context, settings)
+    lifecycle = Lifecycle(settings, deadline, run)
+    try:
+        done = await lifecycle.run(invocation.requests, plan)
+    except Exception as exc:  # a bug must still give the trigger its reply
+        log.exception("Unexpected error handling the invocation")
+        problem = RunJobError(f"Internal error ({type(exc).__name__}); see the logs")
+        problem.transient = True  # nothing is known to be stored: let a queue try again
+        done = [_failed(problem, request) for request in invocation.requests]
+    if settings.in_lambda:
+        record_metrics(lifecycle.outcomes, done)
+    return Handled(reply(invocation.trigger, done), ok=all(d.ok for d in done))
+
+
+def _failed(error: RunJobError, request: Request, model: str | None = None) -> Done:
+    """A request that did not run: its failure envelope, retried if the failure is
+    transient. The one place that decides retry-or-acknowledge from an error."""
+    outcome = Outcome.failed(error, model=model)
+    outcome.envelope["error"] = redact(outcome.envelope["error"] or "")
+    return _done(outcome, request)
+
+
+def _done(outcome: Outcome, request: Request) -> Done:
+    return Done(
+        outcome.envelope,  # type: ignore[arg-type]
+        outcome.http_status,
+        retry=outcome.transient,
+        ok=outcome.success,
+        message_id=request.message_id,
+    )
+
+
+@dataclass
+class BatchPlan:
+    """A batch ready to run: where its items come from and its records go."""
+
+    shared: dict[str, Any]
+    options: BatchFields
+    open_items: Callable[[], Any]  # -> (async) iterable of Items, opened after the checks
+    output: Output
+    continuation: Output
+    output_name: str | None  # for the summary (None: the records are inline)
+    input_uri: str | None = None  # to queue the continuation with, in AWS
+    progress: Progress | None = None
+    on_start: Callable[[BatchRun], None] | None = None  # the CLI wires signals to it
+    window: int = 1024  # items between reading and writing, at most
+
+
+@dataclass
+class Session:
+    """What the runs of one request share: the API client (and, for batches, the limiter
+    and the coalescer in front of it)."""
+
+    http: httpx.AsyncClient
+    client: Fetcher
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+
+class Lifecycle:
+    def __init__(self, settings: Settings, deadline: Deadline, run: Run) -> None:
+        self.settings = settings
+        self.deadline = deadline
+        self.run_meta = run
+        # Work stops early enough to write outputs and records, and to reply, in time.
+        self.work = deadline.before(min(RESERVE_S, deadline.remaining() / 4))
+        self.token: str | None = None
+        self.outcomes: list[Outcome] = []  # every single run's, for the metrics
+
+    async def run(self, requests: Iterable[Request], plan: BatchPlan | None = None) -> list[Done]:
+        requests = tuple(requests)
+        try:  # pre-flight, once: a batch without a token is one error, not N item failures
+            self.token = await resolve_token(self.settings, self.work)
+            check_ready(self.settings, self.token)
+        except ConfigError as exc:
+            log.error("Cannot run: %s", exc.message)
+            return [_failed(exc, r, self._model_of(r)) for r in requests]
+        if plan is not None:
+            return [await self._batch(requests[0], plan)]
+        singles = [r for r in requests if not r.is_batch]
+        done = {id(r): d for r, d in zip(singles, await self._singles(singles), strict=True)}
+        for request in requests:
+            if request.is_batch:
+                done[id(request)] = await self._batch(request)
+        return [done[id(r)] for r in requests]
+
+    def _model_of(self, request: Request) -> str | None:
+        """The model a request asks for, for an envelope of a run that could not start."""
+        if request.problem is not None or request.is_batch:
+            return None
+        try:
+            return requested_model(merge_inputs(request.fields, self.settings))
+        except RunJobError:
+            return requested_model(request.fields)
+
+    # -- single runs -------------------------------------------------------------------------
+
+    async def _singles(self, requests: list[Request]) -> list[Done]:
+        if not requests:
+            return []
+        limit = asyncio.Semaphore(self.settings.sqs_concurrency)
+
+        async def one(request: Request, session: Session) -> Outcome:
+            if request.problem is not None:
+                return Outcome.failed(request.problem, model=None)
+            async with limit:
+                return await self.run_one(request.fields, session)
+
+        async with self._session(many=False) as session:
+            outcomes = await asyncio.gather(*(one(r, session) for r in requests))
+        self.outcomes += outcomes
+        done = [_done(o, r) for r, o in zip(requests, outcomes, strict=True)]
+        # A message that goes back to its queue will run again: only its last run is stored.
+        queued = self.run_meta.trigger == "sqs"
+        records = [
+            self.run_meta.record(i, o, r.message_id)
+            for i, (r, o) in enumerate(zip(requests, outcomes, strict=True))
+            if not (queued and o.transient)
+        ]
+        if records:
+            try:
+                await store(self.settings, self.run_meta, records, self.deadline)
+            except RunJobError as exc:  # what is not stored goes back to a queue
+                log.error("Could not store the run records: %s", exc.message)
+                done = [
+                    Done(d.body, d.http_status, True, d.ok, d.message_id) if not d.retry else d
+                    for d in done
+                ]
+        return done
+
+    async def run_one(
+        self, fields: Mapping[str, Any], session: Session, base: Mapping[str, Any] | None = None
+    ) -> Outcome:
+        """Merge, validate and run one inference; never raises. `fields` lie over the run
+        config, or over `base` (a batch's run config and shared fields)."""
+        model: str | None = None
+        started = time.monotonic()
+        try:
+            merged = (
+                overlay(base, fields) if base is not None else merge_inputs(fields, self.settings)
+            )
+            model = requested_model(merged)
+            inputs = validate_inputs(merged)
+            outcome = await run_inference(inputs, self.settings, session.client, self.work)
+        except RunJobError as exc:
+            outcome = Outcome.failed(exc, model=model)
+            outcome.envelope["error"] = redact(exc.message)
+        except Exception as exc:  # the envelope is the contract: nothing escapes
+            log.exception("Unexpected error in the run")
+            problem = RunJobError(f"Internal error ({exc.__class__.__name__}); see the logs")
+            outcome = Outcome.failed(problem, model=model)
+        outcome.run_config = run_config_name(fields, self.settings)
+        outcome.duration_ms = round((time.monotonic() - started) * 1000)
+        log.log(
+            logging.DEBUG if base is not None else logging.INFO,  # a batch logs its summary
+            "Run finished",
+            extra={
+                "model": outcome.envelope["model"],
+                "task": outcome.task,
+                "success": outcome.success,
+                "error_kind": outcome.error_kind,
+                "attempts": outcome.attempts,
+                "duration_ms": outcome.duration_ms,
+                "characters": outcome.usage.characters,
+            },
+        )
+        return outcome
+
+    @asynccontextmanager
+    async def _session(
+        self, *, many: bool, options: BatchFields | None = None
+    ) -> AsyncIterator[Session]:
+        """A plain session for single runs; for a batch, many connections through aiohttp,
+        an adaptive limiter and the coalescer in front of the client."""
+        cap = options.concurrency if options else self.settings.sqs_concurrency
+        async with new_http_client(self.settings, max_connections=cap, many=many) as http:
+            if options is None:
+                yield Session(http, HFClient(self.settings, http, self.token))
+                return
+            from function.coalescer import Coalescer
+            from function.limiter import AdaptiveLimiter
+
+            limiter = AdaptiveLimiter(cap=options.concurrency, rate=options.rate)
+            client = HFClient(self.settings, http, self.token, limiter)
+            coalescer = Coalescer(client, batch_size=options.batch_size)
+            try:
+                yield Session(http, coalescer)
+            finally:
+                await coalescer.aclose()
+
+    # -- batches -----------------------------------------------------------------------------
+
+    async def _batch(self, request: Request, plan: BatchPlan | None = None) -> Done:
+        """A batch: its summary, or one failure for the whole of it (retried if transient)."""
+        try:
+            if plan is None:
+                batch, shared = split_batch(request.fields)
+                if batch.fan_out:
+                    from function.fanout import fan_out
+
+                    summary = await fan_out(batch, shared, self.settings, self.work)
+                    return Done(summary, message_id=request.message_id)
+                plan = await self._plan(batch, shared)
+            summary = await self._run_plan(plan, request)
+        except RunJobError as exc:
+            log.error("The batch failed: %s", exc.message, extra={"message_id": request.message_id})
+            return _failed(exc, request)
+        ok = summary["failed"] == 0 and not summary.get("continued")
+        # Acknowledged: every item is a record or a line of a continuation that is queued
+        # (in AWS) or written beside the output (to run as the next batch).
+        return Done(summary, ok=ok, message_id=request.message_id)
+
+    async def _plan(self, batch: BatchFields, shared: dict[str, Any]) -> BatchPlan:
+        """A batch event's plan: items from `items` / `text` / `input_uri`, records to
+        `output_uri`, else inline (small lists) or under BATCHES_URI."""
+        from function.batch import items_from_jsonl, items_from_list
+        from function.storage import (
+            ListWriter,
+            continuation_uri,
+            open_input,
+            open_output,
+            read_lines,
+        )
+
+        inline = (
+            batch.output_uri is None
+            and batch.items is not None
+            and len(batch.items) <= INLINE_LIMIT
+        )
+        target = (
+            batch.output_uri
+            or f"{self.settings.batches_uri.rstrip('/')}/{self.run_meta.run_id}.jsonl"
+        )
+        check_places(batch.input_uri, target)
+        output: Output = ListWriter() if inline else open_output(target, self.settings)
+        continuation = open_output(continuation_uri(target), self.settings, lazy=True)
+
+        async def open_items() -> Any:
+            if batch.items is not None:
+                return items_from_list(batch.items)
+            assert batch.input_uri is not None
+            part = batch.part
+            read = await open_input(
+                batch.input_uri,
+                self.settings,
+                self.deadline,
+                (part.bytes[0], part.bytes[1]) if part else None,
+            )
+            lines = read_lines(
+                read,
+                max_line=self.settings.max_line_bytes,
+                first_line=part.first_line if part else 1,
+            )
+            return items_from_jsonl(lines, first_index=part.first_index if part else 0)
+
+        return BatchPlan(
+            shared,
+            batch,
+            open_items,
+            output,
+            continuation,
+            None if inline else target,
+            input_uri=batch.input_uri,
+        )
+
+    async def _run_plan(self, plan: BatchPlan, request: Request) -> dict[str, Any]:
+        from function.batch import BatchRun
+
+        base = merge_inputs(plan.shared, self.settings)  # a bad shared field: nothing runs
+        items = await plan.open_items()
+        async with self._session(many=True, options=plan.options) as session:
+            engine = BatchRun(
+                lambda item: self.run_one(item.fields, session, base),
+                plan.output,
+                plan.continuation,
+                stop_at=self.work,
+                window=plan.window,
+                progress=plan.progress,
+            )
+            if plan.on_start:
+                plan.on_start(engine)
+            result = await engine.run(items)
+        await plan.output.close(self.deadline)
+        await plan.continuation.close(self.deadline)
+        summary = {**result.as_dict(), "output": plan.output_name}
+        if result.characters:
+            summary["characters"] = result.characters
+        if result.continued:
+            summary["continuation"] = getattr(plan.continuation, "uri", None)
+            if self.settings.run_queue_url and plan.output_name:
+                summary["continuation_queued"] = await self._queue_continuation(plan)
+        if plan.output_name is None:
+            summary["results"] = plan.output.values  # type: ignore[union-attr]
+        record = self.run_meta.batch_record(
+            {k: v for k, v in summary.items() if k != "results"},
+            run_config_name(plan.shared, self.settings),
+            base.get("model") if isinstance(base.get("model"), str) else None,
+            request.message_id,
+        )
+        await store(self.settings, self.run_meta, [record], self.deadline)
+        log.info("Batch finished", extra={k: v for k, v in summary.items() if k != "results"})
+        return summary
+
+    async def _queue_continuation(self, plan: BatchPlan) -> str:
+        """In AWS the continuation goes back on the queue as a batch of its own, its records
+        beside the output (`X.c1.jsonl`, `X.c2.jsonl`, ...). Returns where they will be."""
+        from function.fanout import send_messages
+        from function.storage import next_output_uri
+
+        assert plan.output_name is not None
+        output = next_output_uri(plan.output_name)
+        options = {
+            name: getattr(plan.options, name)
+            for name in WORKER_OPTIONS
+            if name in plan.options.model_fields_set
+        }
+        continuation = getattr(plan.continuation, "uri", None)
+        body = {**plan.shared, **options, "input_uri": continuation, "output_uri": output}
+        await send_messages(
+            [{"Id": "0", "MessageBody": json.dumps(body)}], self.settings, self.deadline
+        )
+        return output
+
+
+def check_places(input_uri: str | None, output_uri: str) -> None:
+    """Refused before anything is read or written: an output (or its continuation) that is
+    the input would destroy it while it is read."""
+    from function.storage import continuation_uri, same_place
+
+    if input_uri is None:
+        return
+    if same_place(input_uri, output_uri):
+        raise InputError(f"output_uri: {output_uri} is the input; choose another output")
+    if same_place(input_uri, continuation_uri(output_uri)):
+        raise InputError(
+            f"output_uri: the continuation of {output_uri} would be the input {input_uri}; "
+            "choose another output"
+        )
+
+
+def _request_id(context: Any) -> str | None:
+    value = getattr(context, "aws_request_id", None)
+    return value if isinstance(value, str) else None
+
+
+def cli_invocation(trigger: Trigger, fields: dict[str, Any]) -> Invocation:
+    """A CLI run as an invocation of its own, its flags held to the rules events are."""
+    from function import jsontext
+
+    try:
+        jsontext.check(fields)
+    except ValueError as exc:
+        return Invocation(trigger, (Request(problem=InputError(f"The arguments are {exc}")),))
+    return Invocation(trigger, (Request(fields),))

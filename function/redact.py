@@ -1,0 +1,85 @@
+"""Secrets never leave the process: not in logs, envelopes, records or error text.
+
+The job remembers every token it resolves (`remember`). `redact` replaces them, and anything
+shaped like a Hugging Face token or a secret-store value, with `***`. Log output passes
+through `RedactingHandler` (the job's own lines) and `RedactFilter` (the root logger's
+handlers, which carry botocore's and httpx's DEBUG lines), so a library that logs a
+response body cannot show the token either.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+MASK = "***"
+_known: set[str] = set()
+# Hugging Face tokens, and the values of Secrets Manager / SSM answers as botocore logs them.
+_TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{20,}")
+_STORED_VALUE = re.compile(r'("(?:SecretString|SecretBinary|Value)"\s*:\s*)"(?:[^"\\]|\\.)*"')
+
+
+def remember(secret: str | None) -> None:
+    if secret and len(secret) >= 4:
+        _known.add(secret)
+
+
+def redact(text: str) -> str:
+    for secret in _known:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return _STORED_VALUE.sub(rf'\1"{MASK}"', _TOKEN_SHAPE.sub(MASK, text))
+
+
+def contains_secret(data: bytes) -> bool:
+    return any(secret.encode() in data for secret in _known)
+
+
+def redact_bytes(data: bytes) -> bytes:
+    for secret in _known:
+        data = data.replace(secret.encode(), MASK.encode())
+    return data
+
+
+class RedactFilter(logging.Filter):
+    """Rewrites a record's message (and its exception text) with the secrets masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: keep the record as it is
+            return True
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+class RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stderr handler whose every formatted line is redacted. It writes to whatever
+    `sys.stderr` is at the time (redirections, test capture); stdout stays for replies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.addFilter(RedactFilter())
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def guard_root_handlers() -> None:
+    """Add the filter to the root logger's handlers (Lambda's own, where library loggers'
+    lines end up)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactFilter) for f in handler.filters):
+            handler.addFilter(RedactFilter())

@@ -1,0 +1,317 @@
+"""Where batch items come from and records go: local files, stdin/stdout, or S3.
+
+Inputs are streamed in chunks and cut into lines with a bound on a line's length (a longer
+line is skipped to its end and reported, never held), so memory stays flat whatever the
+input holds. Local inputs must be regular files (a FIFO or a device could block or never
+end). Every AWS call is bounded by the deadline (`function.aws.bounded`).
+
+Errors name the place: a missing input or a bad path is an InputError (permanent); a read
+or write that fails (a full disk, S3 refusing or hanging) is a StorageError (transient, so
+a queued message goes back and is run again).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import IO, Any
+
+from function.aws import aws_client, bounded, describe
+from function.batch import Line
+from function.client import Deadline
+from function.errors import InputError, StorageError
+from function.settings import Settings
+
+CHUNK_BYTES = 1 << 16
+STDIN = "-"
+
+Reader = Callable[[], Awaitable[bytes]]
+
+
+def s3_location(uri: str) -> tuple[str | None, str]:
+    if not uri.startswith("s3://"):
+        return None, uri
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket or not key:
+        raise InputError(f"{uri!r}: expected s3://bucket/key")
+    return bucket, key
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+async def open_input(
+    uri: str,
+    settings: Settings,
+    deadline: Deadline,
+    byte_range: tuple[int, int] | None = None,
+    *,
+    field: str = "input_uri",
+) -> Reader:
+    """A function that returns the input's next chunk (b"" at its end)."""
+    bucket, key = s3_location(uri)
+    if bucket is not None:
+        return await _open_s3(bucket, key, uri, settings, deadline, byte_range, field)
+    if uri == STDIN:
+        stream = sys.stdin.buffer
+        return lambda: bounded(lambda: stream.read1(CHUNK_BYTES), deadline)
+    return _open_local(Path(uri), byte_range, field)
+
+
+def _open_local(path: Path, byte_range: tuple[int, int] | None, field: str) -> Reader:
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise InputError(f"{field}: cannot read {path} ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise InputError(f"{field}: {path} is {kind}; expected a JSONL file")
+    try:
+        file = path.open("rb")
+    except OSError as exc:
+        raise InputError(f"{field}: cannot read {path} ({exc.strerror})") from None
+    start, end = byte_range or (0, None)
+    file.seek(start)
+    left = [None if end is None else end - start]
+
+    async def read() -> bytes:
+        size = CHUNK_BYTES if left[0] is None else min(CHUNK_BYTES, left[0])
+        try:
+            chunk = file.read(size) if size else b""
+        except OSError as exc:
+            raise StorageError(f"{field}: could not read {path} ({exc.strerror})") from None
+        if left[0] is not None:
+            left[0] -= len(chunk)
+        if not chunk:
+            file.close()
+        return chunk
+
+    return read
+
+
+async def _open_s3(
+    bucket: str,
+    key: str,
+    uri: str,
+    settings: Settings,
+    deadline: Deadline,
+    byte_range: tuple[int, int] | None,
+    field: str,
+) -> Reader:
+    s3 = aws_client("s3", settings.aws_timeout_s)
+    extra = {"Range": f"bytes={byte_range[0]}-{byte_range[1] - 1}"} if byte_range else {}
+    if byte_range and byte_range[1] <= byte_range[0]:
+        return _empty
+    try:
+        body = (await bounded(lambda: s3.get_object(Bucket=bucket, Key=key, **extra), deadline))[
+            "Body"
+        ]
+    except Exception as exc:
+        raise _s3_error(exc, f"{field}: could not read {uri}") from None
+
+    async def read() -> bytes:
+        try:
+            return await bounded(lambda: body.read(CHUNK_BYTES), deadline)
+        except Exception as exc:
+            raise _s3_error(exc, f"{field}: could not read {uri}") from None
+
+    return read
+
+
+async def _empty() -> bytes:
+    return b""
+
+
+async def read_lines(read: Reader, *, max_line: int, first_line: int = 1) -> AsyncIterator[Line]:
+    """The input's lines (with their line ends, so that their sizes add up to offsets). A
+    line longer than `max_line` bytes is skipped to its end and comes back as a problem."""
+    number = first_line
+    pending = bytearray()
+    skipped = -1  # bytes of an over-long line skipped so far; -1: not skipping
+    while chunk := await read():
+        start = 0
+        while start < len(chunk):
+            end = chunk.find(b"\n", start)
+            stop = len(chunk) if end < 0 else end + 1
+            if skipped >= 0:
+                skipped += stop - start
+            else:
+                pending += chunk[start:stop]
+                if len(pending) > max_line + 2:  # room for "\r\n"
+                    skipped, pending = len(pending), bytearray()
+            start = stop
+            if end >= 0:
+                yield _line(number, pending, skipped, max_line)
+                number, pending, skipped = number + 1, bytearray(), -1
+    if pending or skipped >= 0:
+        yield _line(number, pending, skipped, max_line)
+
+
+def _line(number: int, data: bytearray, skipped: int, max_line: int) -> Line:
+    if skipped >= 0:
+        return Line(number, b"", f"longer than {max_line:,} bytes (HF_MAX_LINE_BYTES)", skipped)
+    return Line(number, bytes(data), None, len(data))
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+class FileWriter:
+    """JSON lines to a local file, a stream (stdout), or (via a temporary file) S3. The file
+    is made on the first line; `discard_stale` removes one left by an earlier run."""
+
+    def __init__(self, uri: str, *, stream: IO[str] | None = None, lazy: bool = False) -> None:
+        self.uri = uri
+        self.count = 0
+        self._stream = stream
+        self._file: IO[str] | None = stream
+        self._path = Path(uri) if stream is None else None
+        if not lazy:
+            self._open()
+
+    def _open(self) -> IO[str]:
+        if self._file is None:
+            assert self._path is not None
+            try:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self._path.open("w", encoding="utf-8")
+            except OSError as exc:
+                raise StorageError(f"output {self.uri}: cannot write ({exc.strerror})") from None
+        return self._file
+
+    def write(self, value: dict[str, Any]) -> None:
+        line = json.dumps(value, ensure_ascii=False) + "\n"
+        try:
+            self._open().write(line)
+        except OSError as exc:
+            raise StorageError(f"output {self.uri}: could not write ({exc.strerror})") from None
+        self.count += 1
+
+    async def close(self, deadline: Deadline) -> None:
+        if self._file is None:
+            if self._path is not None and self._path.is_file():
+                self._path.unlink()  # a stale file from an earlier run: this one wrote nothing
+            return
+        try:
+            if self._stream is not None:
+                self._file.flush()
+            else:
+                self._file.close()
+        except OSError as exc:
+            raise StorageError(f"output {self.uri}: could not write ({exc.strerror})") from None
+
+
+class S3Writer(FileWriter):
+    """Lines to a temporary file, uploaded to S3 on close (bounded by the deadline)."""
+
+    def __init__(self, uri: str, settings: Settings, *, lazy: bool = False) -> None:
+        self.s3_uri = uri
+        self.bucket, self.key = s3_location(uri)
+        self._settings = settings
+        self._folder = tempfile.mkdtemp(prefix="hf-run-job-")
+        super().__init__(os.path.join(self._folder, "part.jsonl"), lazy=lazy)
+        self.uri = uri
+
+    async def close(self, deadline: Deadline) -> None:
+        path = self._path
+        assert path is not None
+        try:
+            wrote = self._file is not None
+            await super().close(deadline)
+            if wrote:
+                s3 = aws_client("s3", self._settings.aws_timeout_s)
+                await bounded(lambda: s3.upload_file(str(path), self.bucket, self.key), deadline)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _s3_error(exc, f"output {self.s3_uri}: could not write") from None
+        finally:
+            path.unlink(missing_ok=True)
+            os.rmdir(self._folder)
+
+
+class ListWriter:
+    """Records kept in memory, for small batches answered inline."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self.count = 0
+
+    def write(self, value: dict[str, Any]) -> None:
+        self.values.append(value)
+        self.count += 1
+
+    async def close(self, deadline: Deadline) -> None:
+        pass
+
+
+Output = FileWriter | ListWriter
+
+
+def open_output(uri: str, settings: Settings, *, lazy: bool = False) -> FileWriter:
+    if uri.startswith("s3://"):
+        return S3Writer(uri, settings, lazy=lazy)
+    return FileWriter(uri, lazy=lazy)
+
+
+async def put_bytes(uri: str, data: bytes, settings: Settings, deadline: Deadline) -> None:
+    """A whole object (a manifest): a local file or S3."""
+    bucket, key = s3_location(uri)
+    try:
+        if bucket is None:
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+            Path(uri).write_bytes(data)
+            return
+        s3 = aws_client("s3", settings.aws_timeout_s)
+        await bounded(lambda: s3.put_object(Bucket=bucket, Key=key, Body=data), deadline)
+    except OSError as exc:
+        raise StorageError(f"{uri}: could not write ({exc.strerror})") from None
+    except Exception as exc:
+        raise _s3_error(exc, f"{uri}: could not write") from None
+
+
+# -- names -------------------------------------------------------------------------------------
+
+_GENERATION = re.compile(r"\.c(\d+)$")
+
+
+def continuation_uri(output_uri: str) -> str:
+    """Where a batch's unfinished items go: beside its output."""
+    return f"{output_uri.removesuffix('.jsonl')}.continuation.jsonl"
+
+
+def next_output_uri(output_uri: str) -> str:
+    """The output of the batch that runs a continuation: `X.jsonl` -> `X.c1.jsonl` -> `X.c2...`.
+    Deterministic, so a message that is delivered again rewrites the same files."""
+    stem = output_uri.removesuffix(".jsonl")
+    found = _GENERATION.search(stem)
+    if found:
+        return f"{stem[: found.start()]}.c{int(found.group(1)) + 1}.jsonl"
+    return f"{stem}.c1.jsonl"
+
+
+def same_place(a: str, b: str) -> bool:
+    """Whether two inputs/outputs name the same file or object."""
+    if a.startswith("s3://") or b.startswith("s3://"):
+        return a == b
+    if STDIN in (a, b):
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _s3_error(exc: Exception, what: str) -> InputError | StorageError:
+    """A missing object is the input's fault (permanent); anything else is storage's."""
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
+    if code in ("NoSuchKey", "NoSuchBucket", "404", "InvalidRange"):
+        return InputError(f"{what} ({code})")
+    return StorageError(f"{what} ({describe(exc)})")
