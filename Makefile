@@ -8,13 +8,16 @@ STAMP  := $(VENV)/.installed
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test fuzz lint bench clean
 
+# One make at a time builds the virtualenv (flock): a second `make run` started meanwhile
+# waits for it, then finds it ready, instead of racing it in pip.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	flock $(VENV).lock sh -c '[ $(STAMP) -nt pyproject.toml ] || { \
+	    $(PYTHON) -m venv $(VENV) && \
+	    $(BIN)/pip install --quiet --upgrade pip && \
+	    $(BIN)/pip install --quiet -e ".[dev]" && \
+	    touch $(STAMP); }'
 
 ## make run: run the default run config (run_config/default.json) and print the envelope
 run: $(STAMP)
@@ -26,6 +29,10 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
+## make fuzz: the property tests with many more examples (20,000 events and more)
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -m property $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -33,17 +40,18 @@ lint: $(STAMP)
 # The benchmark has its own virtualenv: the peer (huggingface_hub) wants newer libraries
 # than the test tools (aws-sam-cli) allow.
 $(BENCH_STAMP): pyproject.toml
-	$(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/pip install --quiet -e '.[bench]'
-	touch $(BENCH_STAMP)
+	flock $(BENCH_VENV).lock sh -c '[ $(BENCH_STAMP) -nt pyproject.toml ] || { \
+	    $(PYTHON) -m venv $(BENCH_VENV) && \
+	    $(BENCH_VENV)/bin/pip install --quiet --upgrade pip && \
+	    $(BENCH_VENV)/bin/pip install --quiet -e ".[bench]" && \
+	    touch $(BENCH_STAMP); }'
 
 ## make bench: ratios against huggingface_hub on a local stand-in server (a few minutes)
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(VENV).lock $(BENCH_VENV).lock build *.egg-info .pytest_cache .ruff_cache
 
 # --- AWS SAM ------------------------------------------------------------------------------
 # `sam build` runs this target (template.yaml: BuildMethod makefile) to make a lean package:

@@ -385,8 +385,10 @@ class Lifecycle:
             summary["characters"] = result.characters
         if result.continued:
             summary["continuation"] = getattr(plan.continuation, "uri", None)
-            if self.settings.run_queue_url and plan.output_name:
-                summary["continuation_queued"] = await self._queue_continuation(plan)
+            if self.settings.run_queue_url and summary["continuation"]:
+                summary["continuation_queued"] = await self._queue_continuation(
+                    plan.shared, plan.options, summary["continuation"]
+                )
         if plan.output_name is None:
             summary["results"] = plan.output.values  # type: ignore[union-attr]
         record = self.run_meta.batch_record(
@@ -399,21 +401,19 @@ class Lifecycle:
         log.info("Batch finished", extra={k: v for k, v in summary.items() if k != "results"})
         return summary
 
-    async def _queue_continuation(self, plan: BatchPlan) -> str:
+    async def _queue_continuation(
+        self, shared: dict[str, Any], options: BatchFields, continuation: str
+    ) -> str:
         """In AWS the continuation goes back on the queue as a batch of its own, its records
         beside the output (`X.c1.jsonl`, `X.c2.jsonl`, ...). Returns where they will be."""
         from function.fanout import send_messages
         from function.storage import next_output_uri
 
-        assert plan.output_name is not None
-        output = next_output_uri(plan.output_name)
-        options = {
-            name: getattr(plan.options, name)
-            for name in WORKER_OPTIONS
-            if name in plan.options.model_fields_set
+        output = next_output_uri(continuation.removesuffix(".continuation.jsonl") + ".jsonl")
+        passed_on = {
+            n: getattr(options, n) for n in WORKER_OPTIONS if n in options.model_fields_set
         }
-        continuation = getattr(plan.continuation, "uri", None)
-        body = {**plan.shared, **options, "input_uri": continuation, "output_uri": output}
+        body = {**shared, **passed_on, "input_uri": continuation, "output_uri": output}
         await send_messages(
             [{"Id": "0", "MessageBody": json.dumps(body)}], self.settings, self.deadline
         )

@@ -42,6 +42,11 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering
     reset: bool = False  # drop the connection with a TCP reset instead of answering
+    # Misbehaving peers:
+    hang: bool = False  # read the request, never answer
+    trickle: float = 0.0  # send the whole answer a byte at a time, this many seconds apart
+    endless: bool = False  # a chunked body that never ends (a chunk every 10 ms)
+    claim_length: int | None = None  # a Content-Length header of this, then an endless body
 
     def encoded(self) -> tuple[bytes, dict[str, str]]:
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -180,16 +185,51 @@ class FakeHF:
                 if reply.reset:
                     _reset(writer)
                     return
+                if reply.hang or reply.endless or reply.claim_length is not None:
+                    await _misbehave(reply, writer)
+                    return
                 body, headers = reply.encoded()
                 head = [f"HTTP/1.1 {reply.status} X", f"content-length: {len(body)}"]
                 head += [f"{k}: {v}" for k, v in headers.items()]
-                writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+                data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+                if reply.trickle:
+                    for i in range(len(data)):
+                        writer.write(data[i : i + 1])
+                        await writer.drain()
+                        await asyncio.sleep(reply.trickle)
+                else:
+                    writer.write(data)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             self._writers.discard(writer)
             writer.close()
+
+
+async def _misbehave(reply: Reply, writer: asyncio.StreamWriter) -> None:
+    """Answers no client should wait for or hold in memory: nothing at all, a chunked body
+    without end, a huge Content-Length with a body that keeps coming."""
+    if reply.hang:
+        await asyncio.sleep(3600)
+        return
+    if reply.endless:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n")
+        writer.write(b"transfer-encoding: chunked\r\n\r\n")
+        chunk = b"[" + b"0.5," * 16_000
+        while True:
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+    head = (
+        f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {reply.claim_length}"
+    )
+    writer.write(head.encode() + b"\r\n\r\n")
+    chunk = b"[" + b"0.5," * 16_000
+    while True:
+        writer.write(chunk)
+        await writer.drain()
+        await asyncio.sleep(0.01)
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Seen | None:

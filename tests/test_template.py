@@ -187,6 +187,13 @@ def test_the_template_says_what_the_issue_asks():
     env = fn["Environment"]["Variables"]
     assert env["HUGGINGFACE_API_KEY_SECRET_ARN"] == {"Ref": "HuggingFaceTokenSecret"}
     assert env["RESULTS_URI"] == {"Fn::Sub": "s3://${ResultsBucket}/runs/"}
+    # Batch outputs and continuations go where the role can read them back (a queued
+    # continuation is read by the next worker): BATCHES_URI lies under the Get+Put grant.
+    assert env["BATCHES_URI"] == {"Fn::Sub": "s3://${ResultsBucket}/batches/"}
+    batch_grant = statements["ReadAndWriteBatchFiles"]
+    assert set(batch_grant["Action"]) == {"s3:GetObject", "s3:PutObject"}
+    prefix = batch_grant["Resource"]["Fn::Sub"].removeprefix("${ResultsBucket.Arn}/").rstrip("*")
+    assert env["BATCHES_URI"]["Fn::Sub"].removeprefix("s3://${ResultsBucket}/") == prefix
     assert "HUGGINGFACE_API_KEY" not in env  # the token never sits in the environment
     schedule = resources["Schedule1"]["Properties"]
     assert schedule["Target"]["RetryPolicy"] and schedule["Target"]["DeadLetterConfig"]
