@@ -30,15 +30,25 @@ from function.errors import InputError, RunJobError
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Where the rest of a file input starts: the byte offset, its line number, its index."""
+
+    offset: int
+    line: int
+    index: int
+
+
 @dataclass
 class Item:
     """One input item: its position in the whole input, its id, its run input fields (or why
-    it has none)."""
+    it has none), and for file inputs where the input goes on after it."""
 
     index: int
     id: Any
     fields: dict[str, Any]
     problem: InputError | None = None
+    after: Resume | None = None
 
     def as_continuation(self) -> dict[str, Any]:
         return {**self.fields, "id": self.id}
@@ -60,23 +70,29 @@ def items_from_list(values: Iterable[Any], where: str = "items") -> Iterator[Ite
         yield _item(index, value, f"{where}[{index}]")
 
 
-async def items_from_jsonl(lines: AsyncIterable[Line], first_index: int = 0) -> AsyncIterator[Item]:
+async def items_from_jsonl(
+    lines: AsyncIterable[Line], start: Resume | None = None
+) -> AsyncIterator[Item]:
     """A JSONL input, a line an item (a JSON object, or a JSON string: the text). Blank lines
-    are skipped; a line that is not usable JSON is an item with a problem naming it."""
-    index = first_index
+    are skipped; a line that is not usable JSON is an item with a problem naming it. `start`
+    places a part of a file in the whole (its offset, first line number and first index)."""
+    offset, index = (start.offset, start.index) if start else (0, 0)
     async for line in lines:
+        offset += line.size
         if line.problem is None and not line.data.strip():
             continue
         if line.problem is not None:
-            yield _broken(index, f"line {line.number}: {line.problem}")
+            item = _broken(index, f"line {line.number}: {line.problem}")
         else:
             try:
                 value = jsontext.parse(line.data)
             except ValueError as exc:
-                yield _broken(index, f"line {line.number}: {exc}")
+                item = _broken(index, f"line {line.number}: {exc}")
             else:
-                yield _item(index, value, f"line {line.number}")
+                item = _item(index, value, f"line {line.number}")
         index += 1
+        item.after = Resume(offset, line.number + 1, index)
+        yield item
 
 
 async def items_from_csv(
@@ -185,6 +201,7 @@ class BatchRun:
         stop_at: Deadline,
         window: int = 1024,
         progress: Progress | None = None,
+        leave_rest: Resume | None = None,
     ) -> None:
         self.run_item = run_item
         self.output = output
@@ -192,6 +209,11 @@ class BatchRun:
         self.stop_at = stop_at
         self.window = window
         self.progress = progress
+        # A file input whose unread rest another run can take (AWS: a part on the queue):
+        # once stopped, the batch reads no further. Else the rest is read into the
+        # continuation. The value is where the input starts.
+        self.leave_rest = leave_rest
+        self.rest: Resume | None = None
         self.summary = Summary()
         self._finished: dict[int, tuple[bool, dict[str, Any]]] = {}  # seq -> (record?, line)
         self._running: dict[int, asyncio.Task[None]] = {}
@@ -215,7 +237,16 @@ class BatchRun:
         )
         try:
             seq = 0
-            async for item in _aiter(items):
+            source = _aiter(items)
+            resume = self.leave_rest
+            while True:
+                if self.summary.stopped is not None and self.leave_rest is not None:
+                    self.rest = resume  # unread: another run takes it from here
+                    break
+                item = await anext(source, None)
+                if item is None:
+                    break
+                resume = item.after
                 self.summary.total += 1
                 while self._running and (
                     len(self._running) >= self.window or seq - self._next_out >= self.window

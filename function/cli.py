@@ -319,9 +319,9 @@ def _run_event(path: Path, parser: argparse.ArgumentParser) -> int:
 def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from function.errors import InputError, RunJobError
     from function.inputs import BatchFields
-    from function.lifecycle import BatchPlan, check_places, cli_invocation, handle
+    from function.lifecycle import check_places, cli_invocation, file_plan, handle
     from function.settings import load_settings
-    from function.storage import STDIN, FileWriter, continuation_uri, open_output
+    from function.storage import STDIN, continuation_uri
 
     shared = overrides_from_args(args, parser)
     source, output_path = args.input, args.output
@@ -349,32 +349,18 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     progress = Progress(_count_lines(source))
     interrupt = Interrupt()
 
-    async def open_items() -> Any:
-        from function.batch import items_from_csv, items_from_jsonl
-        from function.client import Deadline
-        from function.storage import open_input, read_lines
-
-        read = await open_input(source, settings, Deadline(float("inf")), field="--input")
-        lines = read_lines(read, max_line=settings.max_line_bytes)
-        if text_column:
-            return items_from_csv(lines, text_column, args.id_column)
-        return items_from_jsonl(lines)
-
     async def main() -> Any:
         interrupt.install()
         try:
-            output = (
-                open_output(output_path, settings)
-                if output_path
-                else FileWriter("stdout", stream=sys.stdout)
-            )
-            plan = BatchPlan(
+            plan = file_plan(
+                settings,
                 shared,
                 options,
-                open_items,
-                output,
-                open_output(continuation_path, settings, lazy=True),
-                output_path or "stdout",
+                source,
+                output_path,
+                continuation_path,
+                text_column=text_column,
+                id_column=args.id_column,
                 progress=progress.update,
                 on_start=interrupt.attach,
             )

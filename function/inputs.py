@@ -183,7 +183,16 @@ class Part(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    bytes: list[NonNegativeInt] = Field(min_length=2, max_length=2)  # [start, end)
+    bytes: list[NonNegativeInt | None] = Field(min_length=2, max_length=2)  # [start, end)
+
+    @field_validator("bytes")
+    @classmethod
+    def _range(cls, value: list[int | None]) -> list[int | None]:
+        start, end = value
+        if start is None or (end is not None and end < start):
+            raise ValueError("expected [start, end] byte offsets (end null: to the end)")
+        return value
+
     first_index: NonNegativeInt = 0
     first_line: int = Field(default=1, ge=1)
 

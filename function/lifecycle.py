@@ -54,7 +54,7 @@ from function.settings import Settings, load_settings
 from function.triggers import Invocation, Request, Trigger, read_event
 
 if TYPE_CHECKING:
-    from function.batch import BatchRun, Progress
+    from function.batch import BatchRun, Progress, Resume
     from function.storage import Output
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,9 @@ class BatchPlan:
     progress: Progress | None = None
     on_start: Callable[[BatchRun], None] | None = None  # the CLI wires signals to it
     window: int = 1024  # items between reading and writing, at most
+    # A file input whose unread rest can go on the queue as a part of its own when the
+    # batch stops (where it starts); else the rest is read into the continuation.
+    leave_rest: Resume | None = None
 
 
 @dataclass
@@ -311,7 +314,7 @@ class Lifecycle:
     async def _plan(self, batch: BatchFields, shared: dict[str, Any]) -> BatchPlan:
         """A batch event's plan: items from `items` / `text` / `input_uri`, records to
         `output_uri`, else inline (small lists) or under BATCHES_URI."""
-        from function.batch import items_from_jsonl, items_from_list
+        from function.batch import Resume, items_from_jsonl, items_from_list
         from function.storage import (
             ListWriter,
             continuation_uri,
@@ -333,24 +336,20 @@ class Lifecycle:
         output: Output = ListWriter() if inline else open_output(target, self.settings)
         continuation = open_output(continuation_uri(target), self.settings, lazy=True)
 
+        part = batch.part
+        start = Resume(part.bytes[0] or 0, part.first_line, part.first_index) if part else None
+
         async def open_items() -> Any:
             if batch.items is not None:
                 return items_from_list(batch.items)
             assert batch.input_uri is not None
-            part = batch.part
-            read = await open_input(
-                batch.input_uri,
-                self.settings,
-                self.deadline,
-                (part.bytes[0], part.bytes[1]) if part else None,
-            )
-            lines = read_lines(
-                read,
-                max_line=self.settings.max_line_bytes,
-                first_line=part.first_line if part else 1,
-            )
-            return items_from_jsonl(lines, first_index=part.first_index if part else 0)
+            byte_range = (part.bytes[0] or 0, part.bytes[1]) if part else None
+            read = await open_input(batch.input_uri, self.settings, self.deadline, byte_range)
+            first_line = start.line if start else 1
+            lines = read_lines(read, max_line=self.settings.max_line_bytes, first_line=first_line)
+            return items_from_jsonl(lines, start)
 
+        queued = bool(self.settings.run_queue_url) and batch.input_uri is not None
         return BatchPlan(
             shared,
             batch,
@@ -359,6 +358,7 @@ class Lifecycle:
             continuation,
             None if inline else target,
             input_uri=batch.input_uri,
+            leave_rest=(start or Resume(0, 1, 0)) if queued else None,
         )
 
     async def _run_plan(self, plan: BatchPlan, request: Request) -> dict[str, Any]:
@@ -374,6 +374,7 @@ class Lifecycle:
                 stop_at=self.work,
                 window=plan.window,
                 progress=plan.progress,
+                leave_rest=plan.leave_rest,
             )
             if plan.on_start:
                 plan.on_start(engine)
@@ -389,6 +390,8 @@ class Lifecycle:
                 summary["continuation_queued"] = await self._queue_continuation(
                     plan.shared, plan.options, summary["continuation"]
                 )
+        if engine.rest is not None:
+            summary["rest"] = await self._queue_rest(plan, engine.rest, summary)
         if plan.output_name is None:
             summary["results"] = plan.output.values  # type: ignore[union-attr]
         record = self.run_meta.batch_record(
@@ -400,6 +403,39 @@ class Lifecycle:
         await store(self.settings, self.run_meta, [record], self.deadline)
         log.info("Batch finished", extra={k: v for k, v in summary.items() if k != "results"})
         return summary
+
+    async def _queue_rest(
+        self, plan: BatchPlan, rest: Resume, summary: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The unread rest of a file input goes on the queue as a part of its own (reading
+        it into the continuation could outlast the deadline)."""
+        from function.fanout import send_messages
+        from function.storage import next_output_uri
+
+        output = next_output_uri(plan.output_name or summary["continuation"]).removesuffix(".jsonl")
+        output += ".rest.jsonl"
+        end = _part_end(plan.options)
+        passed_on = {
+            n: getattr(plan.options, n)
+            for n in WORKER_OPTIONS
+            if n in plan.options.model_fields_set
+        }
+        body = {
+            **plan.shared,
+            **passed_on,
+            "input_uri": plan.input_uri,
+            "output_uri": output,
+            "part": {
+                "bytes": [rest.offset, end],
+                "first_index": rest.index,
+                "first_line": rest.line,
+            },
+        }
+        if end is None or rest.offset < end:
+            await send_messages(
+                [{"Id": "0", "MessageBody": json.dumps(body)}], self.settings, self.deadline
+            )
+        return {"from_line": rest.line, "first_index": rest.index, "queued": output}
 
     async def _queue_continuation(
         self, shared: dict[str, Any], options: BatchFields, continuation: str
@@ -418,6 +454,51 @@ class Lifecycle:
             [{"Id": "0", "MessageBody": json.dumps(body)}], self.settings, self.deadline
         )
         return output
+
+
+def _part_end(options: BatchFields) -> int | None:
+    return options.part.bytes[1] if options.part else None
+
+
+def file_plan(
+    settings: Settings,
+    shared: dict[str, Any],
+    options: BatchFields,
+    source: str,
+    output: str | None,
+    continuation: str,
+    *,
+    text_column: str | None = None,
+    id_column: str | None = "id",
+    progress: Progress | None = None,
+    on_start: Callable[[BatchRun], None] | None = None,
+) -> BatchPlan:
+    """The CLI's batch: items from a JSONL or CSV file (or stdin, `-`), records to a file
+    (or stdout), unfinished items to `continuation`."""
+    import sys
+
+    from function.batch import items_from_csv, items_from_jsonl
+    from function.storage import FileWriter, open_input, open_output, read_lines
+
+    async def open_items() -> Any:
+        forever = Deadline(float("inf"))  # a file is read to its end: the batch may stop
+        read = await open_input(source, settings, forever, field="--input")
+        lines = read_lines(read, max_line=settings.max_line_bytes)
+        if text_column:
+            return items_from_csv(lines, text_column, id_column)
+        return items_from_jsonl(lines)
+
+    writer = open_output(output, settings) if output else FileWriter("stdout", stream=sys.stdout)
+    return BatchPlan(
+        shared,
+        options,
+        open_items,
+        writer,
+        open_output(continuation, settings, lazy=True),
+        output or "stdout",
+        progress=progress,
+        on_start=on_start,
+    )
 
 
 def check_places(input_uri: str | None, output_uri: str) -> None:

@@ -50,7 +50,7 @@ async def open_input(
     uri: str,
     settings: Settings,
     deadline: Deadline,
-    byte_range: tuple[int, int] | None = None,
+    byte_range: tuple[int, int | None] | None = None,
     *,
     field: str = "input_uri",
 ) -> Reader:
@@ -64,7 +64,7 @@ async def open_input(
     return _open_local(Path(uri), byte_range, field)
 
 
-def _open_local(path: Path, byte_range: tuple[int, int] | None, field: str) -> Reader:
+def _open_local(path: Path, byte_range: tuple[int, int | None] | None, field: str) -> Reader:
     try:
         mode = path.stat().st_mode
     except OSError as exc:
@@ -101,13 +101,16 @@ async def _open_s3(
     uri: str,
     settings: Settings,
     deadline: Deadline,
-    byte_range: tuple[int, int] | None,
+    byte_range: tuple[int, int | None] | None,
     field: str,
 ) -> Reader:
     s3 = aws_client("s3", settings.aws_timeout_s)
-    extra = {"Range": f"bytes={byte_range[0]}-{byte_range[1] - 1}"} if byte_range else {}
-    if byte_range and byte_range[1] <= byte_range[0]:
-        return _empty
+    extra = {}
+    if byte_range:
+        start, end = byte_range
+        if end is not None and end <= start:
+            return _empty
+        extra["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
     try:
         body = (await bounded(lambda: s3.get_object(Bucket=bucket, Key=key, **extra), deadline))[
             "Body"
