@@ -65,6 +65,8 @@ async def bounded(call: Callable[[], T], deadline: Deadline) -> T:
 def describe(exc: BaseException) -> str:
     """An AWS or OS failure in a few words: the AWS error code and message, or the OS's
     reason. AWS and OS messages never carry a secret's value."""
+    if isinstance(exc, TimeoutError):
+        return "no answer before the deadline"
     cause = exc.__cause__ if getattr(exc, "response", None) is None and exc.__cause__ else exc
     response = getattr(cause, "response", None)
     if isinstance(response, dict) and "Error" in response:

@@ -289,8 +289,9 @@ class BatchRun:
             finally:
                 self._running.pop(seq, None)
                 self._wake.set()
-            if outcome.out_of_time:
+            if outcome.out_of_time:  # too close to the deadline to run: the batch stops
                 self._finished[seq] = (False, item.as_continuation())
+                self.stop("deadline")
             else:
                 self._finished[seq] = (True, {**outcome.envelope, "id": item.id})
                 self.summary.characters += outcome.usage.characters or 0

@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 INLINE_LIMIT = 100  # batches this small with no output target answer their records inline
 RESERVE_S = 2.0  # work stops this long before the deadline (a quarter of a short budget)
+FINISH_S = 0.1  # and writing this long before it
 
 
 @dataclass
@@ -161,10 +162,11 @@ class Session:
 class Lifecycle:
     def __init__(self, settings: Settings, deadline: Deadline, run: Run) -> None:
         self.settings = settings
-        self.deadline = deadline
         self.run_meta = run
-        # Work stops early enough to write outputs and records, and to reply, in time.
+        # Work stops early enough to write outputs and records, and to reply, in time; the
+        # writing itself ends a moment before the deadline, for the reply to go out.
         self.work = deadline.before(min(RESERVE_S, deadline.remaining() / 4))
+        self.deadline = deadline.before(min(FINISH_S, deadline.remaining() / 20))
         self.token: str | None = None
         self.outcomes: list[Outcome] = []  # every single run's, for the metrics
 
