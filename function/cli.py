@@ -376,9 +376,7 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if handled is None:
         return EXIT_FAILED
     result = handled.reply
-    sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
-    if "error" in result and result.get("error"):
-        sys.stderr.write(result["error"] + "\n")
+    sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")  # the error is logged too
     if interrupt.signalled:
         return EXIT_INTERRUPTED
     return EXIT_OK if handled.ok else EXIT_FAILED
