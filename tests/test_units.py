@@ -1,0 +1,346 @@
+"""Pure logic on `httpx.MockTransport`, beside the socket tests: the retry policy, the error
+mapping, the adaptive limiter, the coalescer, the aiohttp transport's exception mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from function.client import Deadline, HFClient
+from function.coalescer import Coalescer
+from function.errors import (
+    AuthError,
+    BadRequestError,
+    ConnectionFailedError,
+    ModelLoadingError,
+    NotFoundError,
+    RateLimitedError,
+    ResponseTooLargeError,
+    ServerError,
+    UpstreamTimeoutError,
+)
+from function.limiter import AdaptiveLimiter
+from function.settings import Settings
+
+URL = "https://router.huggingface.co/hf-inference/models/org/model"
+
+
+def settings(**values: Any) -> Settings:
+    defaults = {"HF_BACKOFF_BASE": 0.01, "HF_BACKOFF_MAX": 0.02, "HF_MAX_RETRIES": 2}
+    return Settings(**{**defaults, **values})  # type: ignore[arg-type]
+
+
+def client_for(handler, **values: Any) -> tuple[HFClient, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return handler(request, len(seen))
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(record))
+    return HFClient(settings(**values), http, "hf_test_secret_token_value_0123456789"), seen
+
+
+def post(client: HFClient, budget: float = 5.0, wait: bool = True):
+    async def main():
+        return await client.post_json(
+            URL, {"inputs": "x"}, model="org/model", wait_for_model=wait, deadline=Deadline(budget)
+        )
+
+    return asyncio.run(main())
+
+
+# -- the retry policy --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "attempts"),
+    [
+        (401, AuthError, 1),
+        (403, AuthError, 1),
+        (404, NotFoundError, 1),
+        (410, NotFoundError, 1),
+        (400, BadRequestError, 1),
+        (422, BadRequestError, 1),
+        (429, RateLimitedError, 3),  # HF_MAX_RETRIES=2: three attempts in all
+        (500, ServerError, 3),
+        (502, ServerError, 3),
+    ],
+)
+def test_each_status_maps_to_its_error_and_retries_only_when_transient(status, error, attempts):
+    client, seen = client_for(lambda request, n: httpx.Response(status, json={"error": "no"}))
+    with pytest.raises(error) as raised:
+        post(client)
+    assert len(seen) == attempts == raised.value.attempts
+    assert raised.value.transient is (attempts > 1)
+
+
+def test_a_transient_failure_then_success():
+    replies = [httpx.Response(503, json={"error": "x"}), httpx.Response(200, json=[1.0])]
+    client, _ = client_for(lambda request, n: replies[min(n, 2) - 1])
+    answer = post(client)
+    assert answer.body == [1.0] and answer.attempts == 2
+
+
+def test_retry_after_is_honoured_and_never_past_the_deadline():
+    client, seen = client_for(
+        lambda request, n: httpx.Response(429, headers={"Retry-After": "30"}, json={"error": "x"})
+    )
+    with pytest.raises(UpstreamTimeoutError) as raised:
+        post(client, budget=2.0)
+    assert len(seen) == 1 and raised.value.out_of_time
+
+
+def test_a_loading_model_is_polled_until_the_deadline():
+    client, seen = client_for(
+        lambda request, n: httpx.Response(503, json={"error": "loading", "estimated_time": 0.3})
+    )
+    with pytest.raises(ModelLoadingError) as raised:
+        post(client, budget=1.5)
+    assert 2 <= len(seen) <= 6 and raised.value.out_of_time
+    assert "still loading" in raised.value.message
+
+
+def test_without_waiting_a_loading_model_fails_at_once():
+    client, seen = client_for(
+        lambda request, n: httpx.Response(503, json={"error": "loading", "estimated_time": 20})
+    )
+    with pytest.raises(ModelLoadingError):
+        post(client, wait=False)
+    assert len(seen) == 1 and "x-wait-for-model" not in seen[0].headers
+
+
+def test_transport_errors_are_connection_failures_and_are_retried():
+    def fail(request, n):
+        raise httpx.ConnectError("refused", request=request)
+
+    client, seen = client_for(fail)
+    with pytest.raises(ConnectionFailedError):
+        post(client)
+    assert len(seen) == 3
+
+
+def test_an_answer_over_the_limit_is_refused_from_its_content_length():
+    client, _ = client_for(
+        lambda request, n: httpx.Response(
+            200, headers={"Content-Length": str(10**9)}, content=b"[]"
+        ),
+        HF_MAX_RESPONSE_BYTES=4096,
+    )
+    with pytest.raises(ResponseTooLargeError):
+        post(client)
+
+
+def test_an_answer_that_grows_past_the_limit_is_cut_off():
+    class Endless(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            while True:
+                yield b"[1.0," * 1000
+
+    def endless(request, n):
+        return httpx.Response(200, stream=Endless())
+
+    client, _ = client_for(endless, HF_MAX_RESPONSE_BYTES=64 * 1024)
+    with pytest.raises(ResponseTooLargeError, match="grew past the limit of 65,536"):
+        post(client)
+
+
+def test_the_token_is_masked_in_answers_before_anything_reads_them():
+    secret = "hf_test_secret_token_value_0123456789"
+    client, _ = client_for(
+        lambda request, n: httpx.Response(401, text="y" * 295 + secret, headers={"X": "1"})
+    )
+    with pytest.raises(AuthError) as raised:
+        post(client)
+    assert secret[:6] not in raised.value.message.replace("hf_test", "").replace("***", "")
+    assert secret not in raised.value.message
+
+
+# -- the adaptive limiter ----------------------------------------------------------------------
+
+
+def test_the_limiter_finds_a_cap_and_stays_under_it():
+    cap = 6
+
+    async def main():
+        limiter = AdaptiveLimiter(start=2, cap=64)
+        in_flight = peak = refused = 0
+
+        async def request():
+            nonlocal in_flight, peak, refused
+            while True:
+                async with limiter.attempt(Deadline(30)) as attempt:
+                    in_flight += 1
+                    peak = max(peak, in_flight)
+                    over = in_flight > cap
+                    await asyncio.sleep(0.005)
+                    in_flight -= 1
+                    attempt.answered, attempt.overloaded = True, over
+                if not over:
+                    return
+                refused += 1
+
+        await asyncio.gather(*(request() for _ in range(300)))
+        return limiter, peak, refused
+
+    limiter, _, refused = asyncio.run(main())
+    assert limiter.limit <= cap + 1
+    assert 0 < refused < 60  # it found the cap, then stayed near it
+
+
+def test_waiting_for_a_slot_is_bounded_by_the_deadline():
+    async def main():
+        limiter = AdaptiveLimiter(start=1, cap=1)
+        async with limiter.attempt(Deadline(5)):
+            with pytest.raises(TimeoutError):
+                async with limiter.attempt(Deadline(0.1)):
+                    pass
+        async with limiter.attempt(Deadline(1)):  # the slot is free again
+            return True
+
+    assert asyncio.run(main())
+
+
+def test_rate_spacing_is_bounded_by_the_deadline():
+    async def main():
+        limiter = AdaptiveLimiter(start=8, cap=8, rate=1.0)
+        async with limiter.attempt(Deadline(5)):
+            pass
+        with pytest.raises(TimeoutError):
+            async with limiter.attempt(Deadline(0.2)):
+                pass
+        return limiter.in_flight
+
+    assert asyncio.run(main()) == 0
+
+
+# -- the coalescer -----------------------------------------------------------------------------
+
+
+class Recorder:
+    """A stand-in API client: records what is sent, answers one vector per text."""
+
+    def __init__(self, fail_over: int | None = None) -> None:
+        self.sent: list[Any] = []
+        self.fail_over = fail_over
+
+    async def post_json(self, url, payload, *, model, wait_for_model, deadline):
+        from function.client import ApiResponse
+        from function.envelope import Usage
+
+        self.sent.append(payload)
+        await asyncio.sleep(0.001)
+        texts = payload["inputs"]
+        if self.fail_over is not None and isinstance(texts, list) and len(texts) > self.fail_over:
+            raise ResponseTooLargeError("too big")
+        body = [[float(len(t))] for t in texts] if isinstance(texts, list) else [[0.0]]
+        return ApiResponse(body, Usage(characters=len(json.dumps(texts))), 1)
+
+
+def coalesce(recorder: Recorder, payloads: list[Any], url: str, batch_size: int = 4):
+    async def main():
+        coalescer = Coalescer(recorder, batch_size=batch_size)
+        answers = await asyncio.gather(
+            *(
+                coalescer.post_json(url, p, model="m", wait_for_model=True, deadline=Deadline(5))
+                for p in payloads
+            )
+        )
+        await coalescer.aclose()
+        return answers
+
+    return asyncio.run(main())
+
+
+FE = "https://x/models/m/pipeline/feature-extraction"
+
+
+def test_identical_requests_are_sent_once():
+    recorder = Recorder()
+    answers = coalesce(recorder, [{"inputs": "same"}] * 10, URL)
+    assert len(recorder.sent) == 1 and len({id(a) for a in answers}) == 1
+
+
+def test_embeddings_go_in_chunks_and_come_back_per_text():
+    recorder = Recorder()
+    texts = ["a" * (i + 1) for i in range(10)]
+    answers = coalesce(recorder, [{"inputs": t} for t in texts], FE, batch_size=4)
+    assert [len(p["inputs"]) for p in recorder.sent] == [4, 4, 2]
+    assert [a.body for a in answers] == [[float(len(t))] for t in texts]
+
+
+def test_a_chunk_over_the_size_limit_is_sent_again_in_halves():
+    recorder = Recorder(fail_over=2)
+    texts = ["a" * (i + 1) for i in range(8)]
+    answers = coalesce(recorder, [{"inputs": t} for t in texts], FE, batch_size=8)
+    assert [a.body for a in answers] == [[float(len(t))] for t in texts]
+    assert sorted(len(p["inputs"]) for p in recorder.sent) == [2, 2, 2, 2, 4, 4, 8]
+
+
+def test_a_failure_is_shared_by_the_waiters_but_not_remembered():
+    class Failing(Recorder):
+        async def post_json(self, url, payload, **kwargs):
+            self.sent.append(payload)
+            await asyncio.sleep(0.001)
+            raise ServerError("boom")
+
+    async def main():
+        coalescer = Coalescer(Failing())
+        calls = [
+            coalescer.post_json(
+                URL, {"inputs": "x"}, model="m", wait_for_model=True, deadline=Deadline(5)
+            )
+            for _ in range(3)
+        ]
+        first = await asyncio.gather(*calls, return_exceptions=True)
+        later = coalescer.post_json(
+            URL, {"inputs": "x"}, model="m", wait_for_model=True, deadline=Deadline(5)
+        )
+        again = await asyncio.gather(later, return_exceptions=True)
+        return first, again, coalescer.client.sent
+
+    first, again, sent = asyncio.run(main())
+    assert all(isinstance(e, ServerError) for e in first + again)
+    assert len(sent) == 2  # three waiters shared one request; a later one is sent again
+
+
+# -- the aiohttp transport ---------------------------------------------------------------------
+
+
+def test_aiohttp_exceptions_map_to_what_they_are():
+    import aiohttp
+
+    from function.transport import remap
+
+    request = httpx.Request("POST", URL)
+
+    def mapped(cause: Exception) -> type:
+        wrapped = httpx.ConnectTimeout("as httpx-aiohttp maps it")
+        wrapped.__cause__ = cause
+        return type(remap(wrapped, request))
+
+    assert mapped(aiohttp.ServerDisconnectedError()) is httpx.RemoteProtocolError
+    assert mapped(aiohttp.ClientOSError(104, "reset")) is httpx.ReadError
+    assert mapped(aiohttp.ServerTimeoutError()) is httpx.ConnectTimeout
+    assert mapped(aiohttp.ClientPayloadError("cut")) is httpx.ReadError
+    connector = aiohttp.ClientConnectorError(
+        aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None),
+        OSError(111, "refused"),
+    )
+    assert mapped(connector) is httpx.ConnectError
+
+
+def test_a_server_that_hangs_up_is_a_connection_failure_not_a_timeout(env, hf):
+    """Through real sockets: a reset in a batch (aiohttp) reads as a connection failure."""
+    from tests.conftest import invoke
+    from tests.fakehf import Reply
+
+    env.setenv("HF_MAX_RETRIES", "0")
+    hf.on("/models/facebook/bart-large-mnli", Reply(reset=True))
+    summary = invoke({"text": ["a", "b"]}).reply
+    errors = {r["error"] for r in summary["results"]}
+    assert all(e.startswith("Could not reach the Inference API") for e in errors), errors
