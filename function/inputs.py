@@ -181,7 +181,7 @@ class Part(BaseModel):
     """A byte range of a JSONL input (fan-out), with the index and line number of its first
     line in the whole file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
     bytes: list[NonNegativeInt | None] = Field(min_length=2, max_length=2)  # [start, end)
 
@@ -201,7 +201,8 @@ class BatchFields(BaseModel):
     """The fields of an event that describe a batch rather than its runs. Every other field
     is shared by the items (and each item's own fields win)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # Built on first use: only batches pay for it (cold start of single runs).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
     items: list[Any] | None = None
     input_uri: str | None = Field(default=None, min_length=1)
