@@ -257,6 +257,12 @@ def overrides_from_args(
             overrides["inputs"] = json.loads(args.inputs)
         except json.JSONDecodeError as exc:
             parser.error(f"--inputs is not valid JSON: {exc}")
+    from function import jsontext
+
+    try:
+        jsontext.check(overrides)  # held to the rules events are (e.g. undecodable bytes)
+    except ValueError as exc:
+        parser.error(f"the arguments are {exc}")
     return overrides
 
 
@@ -268,6 +274,14 @@ def _json_or_text(raw: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before a batch could take the signal over
+        sys.stderr.write("Interrupted.\n")
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(getattr(args, "verbose", 0))
@@ -331,9 +345,7 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     default_continuation = "stdin.jsonl" if source == STDIN else source
     continuation_path = args.continuation or continuation_uri(output_path or default_continuation)
     try:
-        check_places(source, output_path or "-")
-        if args.continuation:
-            check_places(source, args.continuation.removesuffix(".continuation.jsonl") + ".jsonl")
+        check_places(source, output_path or "-", continuation_path)
         settings = load_settings()
     except InputError as exc:
         parser.error(exc.message.replace("output_uri", "--output"))
@@ -346,7 +358,8 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         concurrency=args.concurrency or BatchFields.model_fields["concurrency"].default,
         rate=args.rate,
     )
-    progress = Progress(_count_lines(source))
+    lines = _count_lines(source)
+    progress = Progress(lines - 1 if lines and text_column else lines)  # a CSV's header
     interrupt = Interrupt()
 
     async def main() -> Any:
@@ -367,7 +380,7 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         except RunJobError as exc:
             sys.stderr.write(exc.message + "\n")
             return None
-        return await handle(cli_invocation("cli", {}), timeout=args.timeout, plan=plan)
+        return await handle(cli_invocation("cli", shared), timeout=args.timeout, plan=plan)
 
     try:
         handled = asyncio.run(main())

@@ -503,18 +503,22 @@ def file_plan(
     )
 
 
-def check_places(input_uri: str | None, output_uri: str) -> None:
-    """Refused before anything is read or written: an output (or its continuation) that is
-    the input would destroy it while it is read."""
+def check_places(input_uri: str | None, output_uri: str, continuation: str | None = None) -> None:
+    """Refused before anything is read or written: an output or a continuation that is the
+    input would destroy it while it is read, and an output that is its own continuation
+    would interleave the two."""
     from function.storage import continuation_uri, same_place
 
+    continuation = continuation or continuation_uri(output_uri)
+    if same_place(output_uri, continuation):
+        raise InputError(f"output_uri: {output_uri} is also the continuation; choose another")
     if input_uri is None:
         return
     if same_place(input_uri, output_uri):
         raise InputError(f"output_uri: {output_uri} is the input; choose another output")
-    if same_place(input_uri, continuation_uri(output_uri)):
+    if same_place(input_uri, continuation):
         raise InputError(
-            f"output_uri: the continuation of {output_uri} would be the input {input_uri}; "
+            f"output_uri: the continuation {continuation} would be the input {input_uri}; "
             "choose another output"
         )
 
@@ -525,11 +529,5 @@ def _request_id(context: Any) -> str | None:
 
 
 def cli_invocation(trigger: Trigger, fields: dict[str, Any]) -> Invocation:
-    """A CLI run as an invocation of its own, its flags held to the rules events are."""
-    from function import jsontext
-
-    try:
-        jsontext.check(fields)
-    except ValueError as exc:
-        return Invocation(trigger, (Request(problem=InputError(f"The arguments are {exc}")),))
+    """A CLI run as an invocation of its own (its flags were checked like an event's)."""
     return Invocation(trigger, (Request(fields),))
