@@ -25,11 +25,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-
-import httpx
 
 from function.client import Deadline, Fetcher, HFClient, new_http_client
 from function.envelope import Outcome
@@ -149,16 +147,6 @@ class BatchPlan:
     leave_rest: Resume | None = None
 
 
-@dataclass
-class Session:
-    """What the runs of one request share: the API client (and, for batches, the limiter
-    and the coalescer in front of it)."""
-
-    http: httpx.AsyncClient
-    client: Fetcher
-    closers: list[Callable[[], Any]] = field(default_factory=list)
-
-
 class Lifecycle:
     def __init__(self, settings: Settings, deadline: Deadline, run: Run) -> None:
         self.settings = settings
@@ -203,14 +191,14 @@ class Lifecycle:
             return []
         limit = asyncio.Semaphore(self.settings.sqs_concurrency)
 
-        async def one(request: Request, session: Session) -> Outcome:
+        async def one(request: Request, client: Fetcher) -> Outcome:
             if request.problem is not None:
                 return Outcome.failed(request.problem, model=None)
             async with limit:
-                return await self.run_one(request.fields, session)
+                return await self.run_one(request.fields, client)
 
-        async with self._session(many=False) as session:
-            outcomes = await asyncio.gather(*(one(r, session) for r in requests))
+        async with self._client() as client:
+            outcomes = await asyncio.gather(*(one(r, client) for r in requests))
         self.outcomes += outcomes
         done = [_done(o, r) for r, o in zip(requests, outcomes, strict=True)]
         # A message that goes back to its queue will run again: only its last run is stored.
@@ -232,7 +220,7 @@ class Lifecycle:
         return done
 
     async def run_one(
-        self, fields: Mapping[str, Any], session: Session, base: Mapping[str, Any] | None = None
+        self, fields: Mapping[str, Any], client: Fetcher, base: Mapping[str, Any] | None = None
     ) -> Outcome:
         """Merge, validate and run one inference; never raises. `fields` lie over the run
         config, or over `base` (a batch's run config and shared fields)."""
@@ -244,7 +232,7 @@ class Lifecycle:
             )
             model = requested_model(merged)
             inputs = validate_inputs(merged)
-            outcome = await run_inference(inputs, self.settings, session.client, self.work)
+            outcome = await run_inference(inputs, self.settings, client, self.work)
         except RunJobError as exc:
             outcome = Outcome.failed(exc, model=model)
             outcome.envelope["error"] = redact(exc.message)
@@ -270,24 +258,24 @@ class Lifecycle:
         return outcome
 
     @asynccontextmanager
-    async def _session(
-        self, *, many: bool, options: BatchFields | None = None
-    ) -> AsyncIterator[Session]:
-        """A plain session for single runs; for a batch, many connections through aiohttp,
-        an adaptive limiter and the coalescer in front of the client."""
-        cap = options.concurrency if options else self.settings.sqs_concurrency
+    async def _client(self, batch: BatchFields | None = None) -> AsyncIterator[Fetcher]:
+        """The API client of a request: for single runs, httpx's own pool; for a batch, many
+        connections through aiohttp, an adaptive limiter and the coalescer in front."""
+        cap = batch.concurrency if batch else self.settings.sqs_concurrency
+        many = batch is not None
         async with new_http_client(self.settings, max_connections=cap, many=many) as http:
-            if options is None:
-                yield Session(http, HFClient(self.settings, http, self.token))
+            if batch is None:
+                yield HFClient(self.settings, http, self.token)
                 return
             from function.coalescer import Coalescer
             from function.limiter import AdaptiveLimiter
 
-            limiter = AdaptiveLimiter(cap=options.concurrency, rate=options.rate)
-            client = HFClient(self.settings, http, self.token, limiter)
-            coalescer = Coalescer(client, batch_size=options.batch_size)
+            limiter = AdaptiveLimiter(cap=batch.concurrency, rate=batch.rate)
+            coalescer = Coalescer(
+                HFClient(self.settings, http, self.token, limiter), batch_size=batch.batch_size
+            )
             try:
-                yield Session(http, coalescer)
+                yield coalescer
             finally:
                 await coalescer.aclose()
 
@@ -368,9 +356,9 @@ class Lifecycle:
 
         base = merge_inputs(plan.shared, self.settings)  # a bad shared field: nothing runs
         items = await plan.open_items()
-        async with self._session(many=True, options=plan.options) as session:
+        async with self._client(plan.options) as client:
             engine = BatchRun(
-                lambda item: self.run_one(item.fields, session, base),
+                lambda item: self.run_one(item.fields, client, base),
                 plan.output,
                 plan.continuation,
                 stop_at=self.work,
