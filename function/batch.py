@@ -50,9 +50,6 @@ class Item:
     problem: InputError | None = None
     after: Resume | None = None
 
-    def as_continuation(self) -> dict[str, Any]:
-        return {**self.fields, "id": self.id}
-
 
 @dataclass(frozen=True)
 class Line:
@@ -86,8 +83,9 @@ async def items_from_jsonl(
         else:
             try:
                 value = jsontext.parse(line.data)
-            except ValueError as exc:
-                item = _broken(index, f"line {line.number}: {exc}")
+            except ValueError as exc:  # a line is one line: its column is enough
+                reason = str(exc).replace("(line 1, column", "(column")
+                item = _broken(index, f"line {line.number}: {reason}")
             else:
                 item = _item(index, value, f"line {line.number}")
         index += 1
@@ -96,10 +94,10 @@ async def items_from_jsonl(
 
 
 async def items_from_csv(
-    lines: AsyncIterable[Line], text_column: str, id_column: str | None = "id"
+    lines: AsyncIterable[Line], text_column: str, id_column: str | None = None
 ) -> AsyncIterator[Item]:
     """A CSV input with a header row: each row's `text_column` is the item's text and its
-    `id_column` (when the file has one) its id. Other columns are ignored."""
+    `id_column` (by default `id`, when the file has one) its id. Other columns are ignored."""
     import csv
 
     header: list[str] | None = None
@@ -122,6 +120,12 @@ async def items_from_csv(
                     f"--text-column: the CSV header has no column {text_column!r}"
                     + (f" (columns: {', '.join(row)})" if problem is None else f" ({problem})")
                 )
+            if id_column is not None and id_column not in row:
+                raise InputError(
+                    f"--id-column: the CSV header has no column {id_column!r} "
+                    f"(columns: {', '.join(row)})"
+                )
+            id_column = id_column or ("id" if "id" in row else None)
             header = row
             continue
         if problem is not None or len(row) != len(header):
@@ -202,6 +206,7 @@ class BatchRun:
         window: int = 1024,
         progress: Progress | None = None,
         leave_rest: Resume | None = None,
+        shared: dict[str, Any] | None = None,
     ) -> None:
         self.run_item = run_item
         self.output = output
@@ -214,6 +219,7 @@ class BatchRun:
         # continuation. The value is where the input starts.
         self.leave_rest = leave_rest
         self.rest: Resume | None = None
+        self.shared = shared or {}
         self.summary = Summary()
         self._finished: dict[int, tuple[bool, dict[str, Any]]] = {}  # seq -> (record?, line)
         self._running: dict[int, asyncio.Task[None]] = {}
@@ -255,7 +261,7 @@ class BatchRun:
                 if item.problem is not None:
                     self._finished[seq] = (True, failure_record(item, item.problem))
                 elif self.summary.stopped is not None:
-                    self._finished[seq] = (False, item.as_continuation())
+                    self._finished[seq] = (False, self.continuation_line(item))
                 else:
                     self._start(seq, item)
                 seq += 1
@@ -275,28 +281,44 @@ class BatchRun:
         return self.summary
 
     def _start(self, seq: int, item: Item) -> None:
-        async def run_one() -> None:
-            try:
-                outcome = await self.run_item(item)
-            except asyncio.CancelledError:
-                self._finished[seq] = (False, item.as_continuation())
-                return
-            except Exception as exc:  # run_item never raises; still, no item is lost
-                log.exception("Unexpected error running an item")
-                problem = RunJobError(f"Internal error ({type(exc).__name__}); see the logs")
-                self._finished[seq] = (True, failure_record(item, problem))
-                return
-            finally:
-                self._running.pop(seq, None)
-                self._wake.set()
-            if outcome.out_of_time:  # too close to the deadline to run: the batch stops
-                self._finished[seq] = (False, item.as_continuation())
-                self.stop("deadline")
-            else:
-                self._finished[seq] = (True, {**outcome.envelope, "id": item.id})
-                self.summary.characters += outcome.usage.characters or 0
+        task = asyncio.ensure_future(self.run_item(item))
+        self._running[seq] = task
+        # A callback, not a try/finally in a wrapper: a task cancelled before it ever ran
+        # runs none of its code, and its item must still land somewhere.
+        task.add_done_callback(lambda done: self._settled(seq, item, done))
 
-        self._running[seq] = asyncio.ensure_future(run_one())
+    def _settled(self, seq: int, item: Item, task: asyncio.Future[Outcome]) -> None:
+        self._running.pop(seq, None)
+        self._wake.set()
+        if task.cancelled():  # the batch stopped while it was in flight
+            self._finished[seq] = (False, self.continuation_line(item))
+            return
+        error = task.exception()
+        if error is not None:  # run_item never raises; still, no item is lost
+            log.error("Unexpected error running an item", exc_info=error)
+            problem = RunJobError(f"Internal error ({type(error).__name__}); see the logs")
+            self._finished[seq] = (True, failure_record(item, problem))
+            return
+        outcome = task.result()
+        if outcome.out_of_time:  # too close to the deadline to run: the batch stops
+            self._finished[seq] = (False, self.continuation_line(item))
+            self.stop("deadline")
+        else:
+            self._finished[seq] = (True, {**outcome.envelope, "id": item.id})
+            self.summary.characters += outcome.usage.characters or 0
+
+    def continuation_line(self, item: Item) -> dict[str, Any]:
+        """The item as the next batch takes it: the batch's shared fields under its own (so
+        the continuation runs alike without them), and its id (its position if it had none).
+        A null stays null: it removes a run config's value there too."""
+        line = dict(self.shared)
+        for key, value in item.fields.items():
+            if key == "parameters" and isinstance(value, dict) and isinstance(line.get(key), dict):
+                line[key] = {**line[key], **value}
+            else:
+                line[key] = value
+        line["id"] = item.id
+        return line
 
     async def _settle(self) -> None:
         self._wake.clear()

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from function.runs import Sink
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+log = logging.getLogger("function.cli")
 
 EPILOG = """\
 examples:
@@ -108,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--id-column",
         metavar="NAME",
-        default="id",
-        help="the CSV column holding each item's id, when there is one (default 'id')",
+        help="the CSV column holding each item's id (default: 'id' when the file has one, "
+        "else the row's 0-based position)",
     )
     _add_run_flags(batch)
     batch.add_argument(
@@ -292,7 +293,10 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "show":
         return _show(args)
     if args.event is not None:
-        return _run_event(args.event, parser)
+        given = overrides_from_args(args, parser)
+        if given or args.timeout is not None:
+            parser.error("--event runs the saved event as it is; other run flags do not apply")
+        return _run_event(args.event, parser, getattr(args, "verbose", 0))
     return _run(overrides_from_args(args, parser), args.timeout)
 
 
@@ -301,10 +305,11 @@ def _configure_logging(verbosity: int) -> None:
 
     handler = RedactingHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)],
-        handlers=[handler],
-    )
+    logging.basicConfig(level=_level(verbosity), handlers=[handler])
+
+
+def _level(verbosity: int) -> int:
+    return [logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)]
 
 
 def _run(overrides: dict[str, Any], timeout: float | None) -> int:
@@ -315,9 +320,13 @@ def _run(overrides: dict[str, Any], timeout: float | None) -> int:
     return EXIT_OK if handled.ok else EXIT_FAILED
 
 
-def _run_event(path: Path, parser: argparse.ArgumentParser) -> int:
+def _run_event(path: Path, parser: argparse.ArgumentParser, verbosity: int) -> int:
     """The Lambda handler's work on a saved event (no metrics: stdout is the reply's)."""
     from function.lifecycle import handle_event
+    from function.observability import configure_logging
+
+    configure_logging()  # the job's JSON lines, at the CLI's level (-v, -vv)
+    logging.getLogger("function").setLevel(_level(verbosity))
 
     try:
         event = json.loads(path.read_text(encoding="utf-8"))
@@ -333,7 +342,7 @@ def _run_event(path: Path, parser: argparse.ArgumentParser) -> int:
 def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from function.errors import InputError, RunJobError
     from function.inputs import BatchFields
-    from function.lifecycle import check_places, cli_invocation, file_plan, handle
+    from function.lifecycle import Handled, check_places, cli_invocation, file_plan, handle
     from function.settings import load_settings
     from function.storage import STDIN, continuation_uri
 
@@ -377,17 +386,17 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 progress=progress.update,
                 on_start=interrupt.attach,
             )
-        except RunJobError as exc:
-            sys.stderr.write(exc.message + "\n")
-            return None
+        except RunJobError as exc:  # the output cannot be opened: said like any failure
+            from function.envelope import failure_envelope
+
+            log.error("%s", exc.message)
+            return Handled(failure_envelope(exc.message, model=None), ok=False)
         return await handle(cli_invocation("cli", shared), timeout=args.timeout, plan=plan)
 
     try:
         handled = asyncio.run(main())
     finally:
         progress.close()
-    if handled is None:
-        return EXIT_FAILED
     result = handled.reply
     sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")  # the error is logged too
     if interrupt.signalled:
@@ -441,14 +450,16 @@ class Progress:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.started = self.last = time.monotonic()
         self.shown = -1
+        self.latest: Any = None
 
-    def update(self, summary: Any) -> None:
+    def update(self, summary: Any, *, final: bool = False) -> None:
+        self.latest = summary
         done = summary.succeeded + summary.failed
         seen = done + summary.continued
         now = time.monotonic()
         finished = self.total is not None and seen >= self.total
         if seen == self.shown or (
-            now - self.last < (0.2 if self.tty else self.EVERY_S) and not finished
+            now - self.last < (0.2 if self.tty else self.EVERY_S) and not (finished or final)
         ):
             return
         self.last, self.shown = now, seen
@@ -469,6 +480,9 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
+        """The last counts, whatever the throttle held back (stdin has no total)."""
+        if self.latest is not None:
+            self.update(self.latest, final=True)
         if self.tty and self.shown >= 0:
             self.stream.write("\n")
 
@@ -503,7 +517,7 @@ def _history_row(records: list[dict[str, Any]]) -> tuple[str, ...]:
     """A run's line: one record per single run or SQS message; a batch's summary record
     counts its items."""
     first = records[0]
-    models = sorted({str(r.get("model")) for r in records})
+    models = sorted({str(r.get("model") or "-") for r in records})
     total = succeeded = 0
     for record in records:
         summary = record.get("summary") if record.get("kind") == "batch" else None
@@ -541,10 +555,16 @@ def _show(args: argparse.Namespace) -> int:
             "run_config": first.get("run_config"),
             "started_at": first.get("started_at"),
             "ended_at": max(str(r.get("ended_at")) for r in records),
-            "envelopes": [r["envelope"] for r in records],
+            "envelopes": [r["envelope"] for r in records if "envelope" in r],
+            **({"batches": batches} if (batches := _batch_summaries(records)) else {}),
         }
     )
     return EXIT_OK
+
+
+def _batch_summaries(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A batch run's record holds its summary (its items' records are in its output)."""
+    return [r["summary"] for r in records if r.get("kind") == "batch" and "summary" in r]
 
 
 def _positive_number(text: str) -> float:

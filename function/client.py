@@ -428,9 +428,12 @@ def _read_json(response: Answer, model: str) -> Any:
         return response.json()
     except ValueError as exc:
         reason = "not JSON" if "not valid" in str(exc) else str(exc)
+        text = response.text
+        if "html" in response.content_type or text.lstrip().startswith("<"):
+            text = _strip_html(text)
         raise BadResponseError(
             f"Model '{model}' answered HTTP {response.status} with a body that is {reason} "
-            f"({response.content_type}): {_excerpt(response.text)}",
+            f"({response.content_type}): {_excerpt(text)}",
             status=response.status,
         ) from None
 

@@ -51,8 +51,9 @@ async def run_inference(
         looks_like = recognize_or_none(answer.body)
         if looks_like is not None and looks_like is not task:
             exc.message += (
-                f". It looks like a {looks_like.name} answer: name that task "
-                "(and pass candidate_labels: null to drop the run config's labels)"
+                f". It looks like a {looks_like.name} answer: is the model a "
+                f"{looks_like.name} model? Name the task that fits it"
+                + (" (candidate_labels: null drops the labels)" if inputs.labels else "")
             )
         raise
     return Outcome(

@@ -237,6 +237,11 @@ def is_batch(fields: Mapping[str, Any]) -> bool:
 
 def split_batch(fields: Mapping[str, Any]) -> tuple[BatchFields, dict[str, Any]]:
     """A batch event's own fields, and the run input fields its items share."""
+    unknown = sorted(str(k) for k in fields if k not in BATCH_FIELDS and k not in RUN_INPUT_FIELDS)
+    if unknown:
+        raise InputError(
+            f"unknown input field(s): {_did_you_mean(unknown, RUN_INPUT_FIELDS | BATCH_FIELDS)}"
+        )
     own = {k: v for k, v in fields.items() if k in BATCH_FIELDS}
     if isinstance(fields.get("text"), list):
         own["items"] = fields["text"]

@@ -9,15 +9,26 @@ Infinity (not JSON), or a lone surrogate (not Unicode; it could not be written o
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
 MAX_DEPTH = 64
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# Where a float could overflow to infinity (an exponent of 3+ digits, 300+ digits in a row):
+# only then is every float checked, so that ordinary answers parse at C speed.
+_HUGE_FLOAT = re.compile(r"[eE][+]?\d{3}|\d{300}")
 
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("a number is out of range (it would be infinite)")
+    return value
 
 
 def parse(text: str | bytes) -> Any:
@@ -26,8 +37,9 @@ def parse(text: str | bytes) -> Any:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(f"not valid UTF-8 (byte {exc.start})") from None
+    parse_float = _finite if _HUGE_FLOAT.search(text) else None
     try:
-        value = json.loads(text, parse_constant=_no_constants)
+        value = json.loads(text, parse_constant=_no_constants, parse_float=parse_float)
     except json.JSONDecodeError as exc:
         raise ValueError(
             f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
@@ -82,6 +94,8 @@ def _reason(exc: Exception) -> str:
         return "a number has too many digits"
     if "Out of range float" in text or "is not a JSON number" in text:
         return "NaN and Infinity are not JSON numbers"
+    if "out of range" in text:
+        return text
     if "not JSON serializable" in text:
         return text.split(" is not")[0].removeprefix("Object of type ") + " is not a JSON type"
     if "keys must be" in text:

@@ -165,7 +165,10 @@ class Lifecycle:
             check_ready(self.settings, self.token)
         except ConfigError as exc:
             log.error("Cannot run: %s", exc.message)
-            return [_failed(exc, r, self._model_of(r)) for r in requests]
+            done = [_failed(exc, r, self._model_of(r)) for r in requests]
+            if self.run_meta.trigger != "sqs":  # queued messages go back and will run again
+                await self._keep_failures(exc, requests, done)
+            return done
         if plan is not None:
             return [await self._batch(requests[0], plan)]
         singles = [r for r in requests if not r.is_batch]
@@ -174,6 +177,21 @@ class Lifecycle:
             if request.is_batch:
                 done[id(request)] = await self._batch(request)
         return [done[id(r)] for r in requests]
+
+    async def _keep_failures(
+        self, error: RunJobError, requests: tuple[Request, ...], done: list[Done]
+    ) -> None:
+        """The run records of requests that could not start, for `history`."""
+        records = []
+        for i, (request, result) in enumerate(zip(requests, done, strict=True)):
+            outcome = Outcome.failed(error, model=result.body.get("model"))
+            outcome.envelope = result.body  # type: ignore[assignment]
+            outcome.run_config = run_config_name(request.fields, self.settings)
+            records.append(self.run_meta.record(i, outcome, request.message_id))
+        try:
+            await store(self.settings, self.run_meta, records, self.deadline)
+        except RunJobError as exc:
+            log.error("Could not store the run records: %s", exc.message)
 
     def _model_of(self, request: Request) -> str | None:
         """The model a request asks for, for an envelope of a run that could not start."""
@@ -365,6 +383,7 @@ class Lifecycle:
                 window=plan.window,
                 progress=plan.progress,
                 leave_rest=plan.leave_rest,
+                shared=plan.shared,
             )
             if plan.on_start:
                 plan.on_start(engine)
@@ -390,7 +409,10 @@ class Lifecycle:
             base.get("model") if isinstance(base.get("model"), str) else None,
             request.message_id,
         )
-        await store(self.settings, self.run_meta, [record], self.deadline)
+        try:  # the batch's own record is its history; its items' records are written
+            await store(self.settings, self.run_meta, [record], self.deadline)
+        except RunJobError as exc:
+            log.error("Could not store the batch's run record: %s", exc.message)
         log.info("Batch finished", extra={k: v for k, v in summary.items() if k != "results"})
         return summary
 
@@ -459,7 +481,7 @@ def file_plan(
     continuation: str,
     *,
     text_column: str | None = None,
-    id_column: str | None = "id",
+    id_column: str | None = None,
     progress: Progress | None = None,
     on_start: Callable[[BatchRun], None] | None = None,
 ) -> BatchPlan:

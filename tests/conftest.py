@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,6 +110,8 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     """The CLI as a real process, in a clean environment plus `env`."""
     clean = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    # Run records of the tests never land in the project's own runs/.
+    clean["RESULTS_URI"] = tempfile.mkdtemp(prefix="hf-run-job-test-runs-")
     clean.update(env)
     return subprocess.run(
         [*(command or [sys.executable, "-m", "function"]), *args],

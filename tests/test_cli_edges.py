@@ -298,3 +298,134 @@ def test_botocore_debug_logs_do_not_show_a_stored_token(hf, results, moto_endpoi
     assert "botocore" in done.stderr  # botocore did log at DEBUG...
     assert TOKEN not in done.stderr and TOKEN not in done.stdout  # ...without the token
     assert hf.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+@pytest.mark.parametrize("which", ["input", "output"])
+def test_a_continuation_that_is_the_input_or_the_output_is_refused(hf, results, tmp_path, which):
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text('"a"\n"b"\n')
+    target = source if which == "input" else out
+    done = cli(
+        "batch",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--continuation",
+        str(target),
+        hf=hf,
+        results=results,
+    )
+    assert done.returncode == 2, done.stderr
+    assert source.read_text() == '"a"\n"b"\n' and not out.exists() and not hf.requests
+
+
+def test_a_continuation_runs_alike_without_the_first_flags(hf, results, tmp_path):
+    hf.on(MODEL_PATH, lambda r: Reply(200, labels_for(r).body, delay=0.3))
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(json.dumps(f"t{i}") + "\n" for i in range(20)))
+    first = cli(
+        "batch",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--label",
+        "billing, shipping",
+        "--param",
+        "multi_label=true",
+        "--concurrency",
+        "2",
+        "--timeout",
+        "2",
+        hf=hf,
+        results=results,
+    )
+    assert first.returncode == 1
+    hf.on(MODEL_PATH, labels_for)
+    before = len(hf.requests)
+    second = cli(
+        "batch",
+        "--input",
+        str(tmp_path / "out.continuation.jsonl"),
+        "--output",
+        str(tmp_path / "out2.jsonl"),
+        hf=hf,
+        results=results,
+    )
+    assert second.returncode == 0, second.stderr
+    for request in hf.requests[before:]:
+        assert request.json["parameters"] == {
+            "candidate_labels": ["billing", "shipping"],
+            "multi_label": True,
+        }
+
+
+def test_show_prints_a_batch_run(hf, results, tmp_path):
+    hf.on(MODEL_PATH, labels_for)
+    source = tmp_path / "in.jsonl"
+    source.write_text('"a"\n"b"\n')
+    assert cli("batch", "--input", str(source), hf=hf, results=results).returncode == 0
+    run_id = cli("history", hf=hf, results=results).stdout.splitlines()[1].split()[2]
+    shown = cli("show", run_id, hf=hf, results=results)
+    assert shown.returncode == 0, shown.stderr
+    (batch,) = json.loads(shown.stdout)["batches"]
+    assert (batch["total"], batch["succeeded"]) == (2, 2)
+
+
+def test_numbers_that_would_be_infinite_are_refused_in_batch_lines(hf, results, tmp_path):
+    hf.on(MODEL_PATH, labels_for)
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(
+        '{"id": 1.5e400, "text": "x"}\n{"text": "y", "parameters": {"top_k": 1e999}}\n"z"\n'
+    )
+    done = cli("batch", "--input", str(source), "--output", str(out), hf=hf, results=results)
+    assert done.returncode == 1
+    records = [json.loads(line) for line in out.read_text().splitlines()]  # strict JSON
+    assert [r["success"] for r in records] == [False, False, True]
+    assert (
+        records[0]["error"]
+        == "line 1: not usable JSON: a number is out of range (it would be infinite)"
+    )
+
+
+def test_progress_prints_its_last_counts_for_stdin(hf, results):
+    hf.on(MODEL_PATH, labels_for)
+    done = cli("batch", "--input", "-", hf=hf, results=results, input='"a"\n"b"\n"c"\n')
+    assert done.returncode == 0
+    assert done.stderr.splitlines()[-1].startswith("progress: 3 3 ok 0 failed")
+
+
+def test_run_event_refuses_other_run_flags(hf, results):
+    done = cli(
+        "run",
+        "--event",
+        str(EVENTS_DIR / "scheduled-event.json"),
+        "--model",
+        "x",
+        hf=hf,
+        results=results,
+    )
+    assert done.returncode == 2 and "other run flags do not apply" in done.stderr
+
+
+def test_an_explicit_id_column_must_exist(hf, results, tmp_path):
+    source = tmp_path / "t.csv"
+    source.write_text("text,ticket\nhello,T1\n")
+    done = cli("batch", "--input", str(source), "--id-column", "nope", hf=hf, results=results)
+    assert (
+        done.returncode == 1 and "--id-column: the CSV header has no column 'nope'" in done.stderr
+    )
+
+
+def test_a_run_that_cannot_start_is_in_the_history(hf, results):
+    done = cli(
+        "run",
+        hf=hf,
+        results=results,
+        token=None,
+        HUGGINGFACE_API_ENDPOINT="https://router.huggingface.co/hf-inference",
+    )
+    assert done.returncode == 1
+    table = cli("history", "--failed", hf=hf, results=results).stdout.splitlines()
+    assert len(table) == 2 and "facebook/bart-large-mnli" in table[1] and " no " in table[1]
