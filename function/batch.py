@@ -97,23 +97,11 @@ async def items_from_csv(
     lines: AsyncIterable[Line], text_column: str, id_column: str | None = None
 ) -> AsyncIterator[Item]:
     """A CSV input with a header row: each row's `text_column` is the item's text and its
-    `id_column` (by default `id`, when the file has one) its id. Other columns are ignored."""
-    import csv
-
+    `id_column` (by default `id`, when the file has one) its id. Other columns are ignored.
+    A quoted field may hold line breaks: a row ends where its quotes are balanced."""
     header: list[str] | None = None
     index = 0
-    async for line in lines:
-        if line.problem is None and not line.data.strip():
-            continue
-        if line.problem is not None:
-            problem = f"line {line.number}: {line.problem}"
-        else:
-            try:
-                text = line.data.decode("utf-8-sig" if line.number == 1 else "utf-8")
-                (row,) = csv.reader([text])
-                problem = None
-            except (UnicodeDecodeError, ValueError, csv.Error) as exc:
-                problem = f"line {line.number}: not a CSV row ({type(exc).__name__})"
+    async for first, row, problem in _csv_rows(lines):
         if header is None:
             if problem is not None or text_column not in row:
                 raise InputError(
@@ -129,12 +117,55 @@ async def items_from_csv(
             header = row
             continue
         if problem is not None or len(row) != len(header):
-            yield _broken(index, problem or f"line {line.number}: expected {len(header)} columns")
+            yield _broken(index, problem or f"line {first}: expected {len(header)} columns")
         else:
             values = dict(zip(header, row, strict=True))
             item_id = values[id_column] if id_column and id_column in values else index
             yield Item(index, item_id, {"text": values[text_column]})
         index += 1
+
+
+MAX_CSV_ROW = 1024 * 1024
+
+
+async def _csv_rows(
+    lines: AsyncIterable[Line],
+) -> AsyncIterator[tuple[int, list[str], str | None]]:
+    """(first line number, fields, problem) per CSV row, blank lines skipped."""
+    import csv
+
+    pending, first = "", 0
+    async for line in lines:
+        if line.problem is not None:
+            pending = ""
+            yield line.number, [], f"line {line.number}: {line.problem}"
+            continue
+        try:
+            text = line.data.decode("utf-8-sig" if line.number == 1 else "utf-8")
+        except UnicodeDecodeError:
+            pending = ""
+            yield line.number, [], f"line {line.number}: not valid UTF-8"
+            continue
+        if not pending:
+            if not text.strip():
+                continue
+            first = line.number
+        pending += text
+        if len(pending) > MAX_CSV_ROW:
+            pending = ""
+            yield first, [], f"line {first}: a row runs past {MAX_CSV_ROW:,} characters"
+            continue
+        if pending.count('"') % 2:  # inside a quoted field: the row goes on
+            continue
+        try:
+            (row,) = csv.reader([pending])
+            problem = None
+        except (ValueError, csv.Error) as exc:
+            row, problem = [], f"line {first}: not a CSV row ({type(exc).__name__})"
+        pending = ""
+        yield first, row, problem
+    if pending:
+        yield first, [], f"line {first}: a quoted field is not closed"
 
 
 def _item(index: int, value: Any, where: str) -> Item:
@@ -203,7 +234,7 @@ class BatchRun:
         continuation: Writer,
         *,
         stop_at: Deadline,
-        window: int = 1024,
+        window: int = 256,
         progress: Progress | None = None,
         leave_rest: Resume | None = None,
         shared: dict[str, Any] | None = None,

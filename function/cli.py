@@ -354,7 +354,7 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     default_continuation = "stdin.jsonl" if source == STDIN else source
     continuation_path = args.continuation or continuation_uri(output_path or default_continuation)
     try:
-        check_places(source, output_path or "-", continuation_path)
+        check_places(source, output_path, continuation_path)
         settings = load_settings()
     except InputError as exc:
         parser.error(exc.message.replace("output_uri", "--output"))
@@ -433,10 +433,15 @@ class Interrupt:
 
 
 def _count_lines(source: str) -> int | None:
+    """Lines in the input, for the progress total (in chunks: a line is never held whole)."""
     if source == "-":
         return None
+    count, last = 0, b"\n"
     with open(source, "rb") as file:
-        return sum(1 for line in file if line.strip())
+        while chunk := file.read(1 << 20):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    return count + (last != b"\n")
 
 
 class Progress:

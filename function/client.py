@@ -37,7 +37,7 @@ from function.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from function.redact import contains_secret, redact_bytes, remember
+from function.redact import contains_secret, redact, redact_bytes, redact_value, remember
 from function.settings import Settings
 
 if TYPE_CHECKING:
@@ -85,6 +85,7 @@ class ApiResponse:
     body: Any
     usage: Usage
     attempts: int
+    size: int = 0  # bytes of the answer, for caches that keep it
 
 
 class Fetcher(Protocol):
@@ -245,7 +246,9 @@ class HFClient:
                 body = _read_json(answer, model)
             except BadResponseError as exc:
                 return exc
-            return ApiResponse(body, _usage(answer), seen.count)
+            if b"\\u" in answer.content:  # escapes could spell a secret only once decoded
+                body = redact_value(body)
+            return ApiResponse(body, _usage(answer), seen.count, len(answer.content))
         seen.last_status = answer.status
         return self._error_from_response(answer, model)
 
@@ -505,7 +508,9 @@ def _strip_html(text: str) -> str:
 
 
 def _excerpt(text: str) -> str:
-    text = " ".join(text.split())
+    """A short, one-line excerpt, secrets masked before it is cut (a cut secret would
+    no longer be recognized)."""
+    text = " ".join(redact(text).split())
     return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."
 
 

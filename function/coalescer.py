@@ -20,11 +20,24 @@ from function.errors import ResponseTooLargeError
 FLUSH_AFTER_S = 0.005  # a chunk waits this long for more texts before it is sent
 
 
+CACHE_BYTES = 16 * 1024 * 1024  # answers kept for identical requests, by their size
+
+
 class Coalescer:
-    def __init__(self, client: Fetcher, *, batch_size: int = 32, cache_size: int = 20_000) -> None:
+    def __init__(
+        self,
+        client: Fetcher,
+        *,
+        batch_size: int = 32,
+        cache_size: int = 20_000,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
         self.client = client
         self.batch_size = batch_size
         self.cache_size = cache_size
+        self.cache_bytes = cache_bytes
+        self._held = 0  # bytes of the answers kept
+        self._sizes: dict[bytes, int] = {}
         self._answers: OrderedDict[bytes, asyncio.Future[ApiResponse]] = OrderedDict()
         self._chunks: dict[str, _Chunk] = {}
         self._sending: set[asyncio.Task[None]] = set()
@@ -41,8 +54,6 @@ class Coalescer:
             return await asyncio.shield(known)
         future: asyncio.Future[ApiResponse] = asyncio.get_running_loop().create_future()
         self._answers[key] = future
-        if len(self._answers) > self.cache_size:
-            self._answers.popitem(last=False)
         try:
             if _embeddable(url, payload) and self.batch_size > 1:
                 answer = await self._embed(url, payload, model, wait_for_model, deadline)
@@ -56,7 +67,20 @@ class Coalescer:
             _fail(future, exc)
             raise
         future.set_result(answer)
+        self._keep(key, answer.size)
         return answer
+
+    def _keep(self, key: bytes, size: int) -> None:
+        """Memory stays bounded: the oldest answers go past `cache_size` answers or
+        `cache_bytes` bytes (a big answer may not be kept at all)."""
+        if key in self._answers:
+            self._sizes[key] = size
+            self._held += size
+        while self._answers and (
+            len(self._answers) > self.cache_size or self._held > self.cache_bytes
+        ):
+            oldest, _ = self._answers.popitem(last=False)
+            self._held -= self._sizes.pop(oldest, 0)
 
     async def aclose(self) -> None:
         """Stop what is still being sent (the batch has stopped waiting for it)."""
@@ -86,8 +110,9 @@ class Coalescer:
         body = answer.body
         if not isinstance(body, list) or len(body) != len(chunk.texts):
             # Not one answer per text: let the task's reader say what came back.
-            return ApiResponse(body, answer.usage, answer.attempts)
-        return ApiResponse(body[position], answer.usage, answer.attempts)
+            return ApiResponse(body, answer.usage, answer.attempts, answer.size)
+        share = answer.size // max(1, len(chunk.texts))
+        return ApiResponse(body[position], answer.usage, answer.attempts, share)
 
     def _flush(
         self, group: str, url: str, payload: Any, model: str, wait: bool, deadline: Deadline

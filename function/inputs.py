@@ -259,15 +259,31 @@ def split_batch(fields: Mapping[str, Any]) -> tuple[BatchFields, dict[str, Any]]
 # --- run config files -------------------------------------------------------------------
 
 
-def find_run_config(name: str, settings: Settings) -> Path:
-    """A run config by name (`default`, `default.json`) in the run config folder, or a path."""
+MAX_RUN_CONFIG_BYTES = 1024 * 1024
+_RUN_CONFIG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
+def find_run_config(name: str, settings: Settings, *, paths: bool = False) -> Path:
+    """A run config by name (`default`, `default.json`) in the run config folder; with
+    `paths` (the CLI, the RUN_CONFIG setting) also a path. An event names run configs only:
+    it cannot make the job read any other file."""
     directory = settings.run_config_dir
+    if not name:
+        raise InputError("run_config: expected the name of a run config, not an empty string")
     candidates = [directory / name, directory / f"{name}.json"]
-    if "/" in name or name.endswith(".json"):
+    if paths and ("/" in name or name.endswith(".json")):
         candidates.insert(0, Path(name))
+    elif not _RUN_CONFIG_NAME.fullmatch(name):
+        raise InputError(
+            f"run_config: {_echo(name)} is not a run config name; expected a name in "
+            f"{directory} (letters, digits, '-', '_', '.')"
+        )
     for path in candidates:
-        if path.is_file():
-            return path
+        try:
+            if path.is_file():
+                return path
+        except (OSError, ValueError):  # a name too long, a NUL byte
+            break
     available = sorted(p.stem for p in directory.glob("*.json")) if directory.is_dir() else []
     raise InputError(
         f"run_config: no run config named {_echo(name)} in {directory} "
@@ -275,9 +291,11 @@ def find_run_config(name: str, settings: Settings) -> Path:
     )
 
 
-def load_run_config(name: str, settings: Settings) -> dict[str, Any]:
-    path = find_run_config(name, settings)
+def load_run_config(name: str, settings: Settings, *, paths: bool = False) -> dict[str, Any]:
+    path = find_run_config(name, settings, paths=paths)
     try:
+        if path.stat().st_size > MAX_RUN_CONFIG_BYTES:
+            raise InputError(f"run_config: {path} is over {MAX_RUN_CONFIG_BYTES:,} bytes")
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"run_config: cannot read {path}: {exc.__class__.__name__}") from None
@@ -305,14 +323,18 @@ def _did_you_mean(unknown: list[str], known: Iterable[str]) -> str:
     return ", ".join(named) + f"; expected some of {', '.join(known)}"
 
 
-def merge_inputs(overrides: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
+def merge_inputs(
+    overrides: Mapping[str, Any], settings: Settings, *, paths: bool = False
+) -> dict[str, Any]:
     """The run config named by the event (else `RUN_CONFIG`), with the event's fields on top
-    (see `overlay`)."""
+    (see `overlay`). `paths`: the overrides may name a run config by its path (the CLI)."""
     check_fields(overrides)
-    name = run_config_name(overrides, settings)
-    if name is None:
-        raise InputError("run_config: expected the name or path of a run config file")
-    return overlay(load_run_config(name, settings), overrides)
+    named = overrides.get("run_config")
+    if named is not None and not isinstance(named, str):
+        raise InputError("run_config: expected the name of a run config")
+    if named is None:  # the setting is the operator's: a path is fine there
+        return overlay(load_run_config(settings.run_config, settings, paths=True), overrides)
+    return overlay(load_run_config(named, settings, paths=paths), overrides)
 
 
 def overlay(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

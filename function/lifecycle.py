@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -93,11 +94,15 @@ async def handle(
         log.error("Invalid settings: %s", exc.message)
         done = [_failed(exc, request) for request in invocation.requests]
         return Handled(reply(invocation.trigger, done), ok=False)
-    if timeout is not None:
+    work = None
+    if plan is not None:  # the CLI's batch: --timeout stops the work; writing is not cut short
+        deadline = Deadline(math.inf)
+        work = Deadline(timeout if timeout is not None else math.inf)
+    elif timeout is not None:
         deadline = Deadline(timeout)
     else:
         deadline = Deadline.for_invocation(context, settings)
-    lifecycle = Lifecycle(settings, deadline, run)
+    lifecycle = Lifecycle(settings, deadline, run, work)
     try:
         done = await lifecycle.run(invocation.requests, plan)
     except Exception as exc:  # a bug must still give the trigger its reply
@@ -141,20 +146,24 @@ class BatchPlan:
     input_uri: str | None = None  # to queue the continuation with, in AWS
     progress: Progress | None = None
     on_start: Callable[[BatchRun], None] | None = None  # the CLI wires signals to it
-    window: int = 1024  # items between reading and writing, at most
+    window: int = 256  # items between reading and writing, at most
     # A file input whose unread rest can go on the queue as a part of its own when the
     # batch stops (where it starts); else the rest is read into the continuation.
     leave_rest: Resume | None = None
 
 
 class Lifecycle:
-    def __init__(self, settings: Settings, deadline: Deadline, run: Run) -> None:
+    def __init__(
+        self, settings: Settings, deadline: Deadline, run: Run, work: Deadline | None = None
+    ) -> None:
         self.settings = settings
         self.run_meta = run
         # Work stops early enough to write outputs and records, and to reply, in time; the
         # writing itself ends a moment before the deadline, for the reply to go out.
-        self.work = deadline.before(min(RESERVE_S, deadline.remaining() / 4))
+        self.work = work or deadline.before(min(RESERVE_S, deadline.remaining() / 4))
         self.deadline = deadline.before(min(FINISH_S, deadline.remaining() / 20))
+        # The CLI may name run configs by path; an event names them only.
+        self.paths = run.trigger == "cli"
         self.token: str | None = None
         self.outcomes: list[Outcome] = []  # every single run's, for the metrics
 
@@ -198,8 +207,8 @@ class Lifecycle:
         if request.problem is not None or request.is_batch:
             return None
         try:
-            return requested_model(merge_inputs(request.fields, self.settings))
-        except RunJobError:
+            return requested_model(merge_inputs(request.fields, self.settings, paths=self.paths))
+        except Exception:
             return requested_model(request.fields)
 
     # -- single runs -------------------------------------------------------------------------
@@ -246,7 +255,9 @@ class Lifecycle:
         started = time.monotonic()
         try:
             merged = (
-                overlay(base, fields) if base is not None else merge_inputs(fields, self.settings)
+                overlay(base, fields)
+                if base is not None
+                else merge_inputs(fields, self.settings, paths=self.paths)
             )
             model = requested_model(merged)
             inputs = validate_inputs(merged)
@@ -314,6 +325,11 @@ class Lifecycle:
         except RunJobError as exc:
             log.error("The batch failed: %s", exc.message, extra={"message_id": request.message_id})
             return _failed(exc, request)
+        except Exception as exc:  # a bug touches this request only; a queue tries it again
+            log.exception("Unexpected error in a batch", extra={"message_id": request.message_id})
+            problem = RunJobError(f"Internal error ({type(exc).__name__}); see the logs")
+            problem.transient = True
+            return _failed(problem, request)
         ok = summary["failed"] == 0 and not summary.get("continued")
         # Acknowledged: every item is a record or a line of a continuation that is queued
         # (in AWS) or written beside the output (to run as the next batch).
@@ -357,7 +373,9 @@ class Lifecycle:
             lines = read_lines(read, max_line=self.settings.max_line_bytes, first_line=first_line)
             return items_from_jsonl(lines, start)
 
-        queued = bool(self.settings.run_queue_url) and batch.input_uri is not None
+        # A file input is left where the batch stopped reading, never copied against the
+        # deadline: the rest goes on the queue, or the reply says how to resume it.
+        file_input = batch.input_uri is not None
         return BatchPlan(
             shared,
             batch,
@@ -366,13 +384,14 @@ class Lifecycle:
             continuation,
             None if inline else target,
             input_uri=batch.input_uri,
-            leave_rest=(start or Resume(0, 1, 0)) if queued else None,
+            leave_rest=(start or Resume(0, 1, 0)) if file_input else None,
         )
 
     async def _run_plan(self, plan: BatchPlan, request: Request) -> dict[str, Any]:
         from function.batch import BatchRun
 
-        base = merge_inputs(plan.shared, self.settings)  # a bad shared field: nothing runs
+        # A bad shared field: nothing runs.
+        base = merge_inputs(plan.shared, self.settings, paths=self.paths)
         items = await plan.open_items()
         async with self._client(plan.options) as client:
             engine = BatchRun(
@@ -419,35 +438,37 @@ class Lifecycle:
     async def _queue_rest(
         self, plan: BatchPlan, rest: Resume, summary: dict[str, Any]
     ) -> dict[str, Any]:
-        """The unread rest of a file input goes on the queue as a part of its own (reading
-        it into the continuation could outlast the deadline)."""
+        """The unread rest of a file input: a part of its own, on the queue (in AWS), or in
+        the reply as the event that resumes it."""
         from function.fanout import send_messages
         from function.storage import next_output_uri
 
-        output = next_output_uri(plan.output_name or summary["continuation"]).removesuffix(".jsonl")
-        output += ".rest.jsonl"
+        stem = next_output_uri(plan.output_name or summary["continuation"]).removesuffix(".jsonl")
         end = _part_end(plan.options)
         passed_on = {
             n: getattr(plan.options, n)
             for n in WORKER_OPTIONS
             if n in plan.options.model_fields_set
         }
-        body = {
+        resume = {
             **plan.shared,
             **passed_on,
             "input_uri": plan.input_uri,
-            "output_uri": output,
+            "output_uri": f"{stem}.rest.jsonl",
             "part": {
                 "bytes": [rest.offset, end],
                 "first_index": rest.index,
                 "first_line": rest.line,
             },
         }
+        said = {"from_line": rest.line, "first_index": rest.index}
+        if not self.settings.run_queue_url:
+            return {**said, "resume": resume}
         if end is None or rest.offset < end:
             await send_messages(
-                [{"Id": "0", "MessageBody": json.dumps(body)}], self.settings, self.deadline
+                [{"Id": "0", "MessageBody": json.dumps(resume)}], self.settings, self.deadline
             )
-        return {"from_line": rest.line, "first_index": rest.index, "queued": output}
+        return {**said, "queued": resume["output_uri"]}
 
     async def _queue_continuation(
         self, shared: dict[str, Any], options: BatchFields, continuation: str
@@ -513,20 +534,23 @@ def file_plan(
     )
 
 
-def check_places(input_uri: str | None, output_uri: str, continuation: str | None = None) -> None:
+def check_places(
+    input_uri: str | None, output_uri: str | None, continuation: str | None = None
+) -> None:
     """Refused before anything is read or written: an output or a continuation that is the
     input would destroy it while it is read, and an output that is its own continuation
-    would interleave the two."""
+    would interleave the two. (No output: the records go to stdout.)"""
     from function.storage import continuation_uri, same_place
 
-    continuation = continuation or continuation_uri(output_uri)
-    if same_place(output_uri, continuation):
-        raise InputError(f"output_uri: {output_uri} is also the continuation; choose another")
+    if output_uri is not None:
+        continuation = continuation or continuation_uri(output_uri)
+        if same_place(output_uri, continuation):
+            raise InputError(f"output_uri: {output_uri} is also the continuation; choose another")
     if input_uri is None:
         return
-    if same_place(input_uri, output_uri):
+    if output_uri is not None and same_place(input_uri, output_uri):
         raise InputError(f"output_uri: {output_uri} is the input; choose another output")
-    if same_place(input_uri, continuation):
+    if continuation is not None and same_place(input_uri, continuation):
         raise InputError(
             f"output_uri: the continuation {continuation} would be the input {input_uri}; "
             "choose another output"

@@ -18,7 +18,9 @@ MASK = "***"
 _known: set[str] = set()
 # Hugging Face tokens, and the values of Secrets Manager / SSM answers as botocore logs them.
 _TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{20,}")
-_STORED_VALUE = re.compile(r'("(?:SecretString|SecretBinary|Value)"\s*:\s*)"(?:[^"\\]|\\.)*"')
+# A secret store's answer as botocore logs it (a bytes repr, JSON inside JSON): everything
+# after the value's key is masked, whatever escaping it holds.
+_STORED_VALUE = re.compile(r'("(?:SecretString|SecretBinary|Value)"\s*:).*', re.S)
 
 
 def remember(secret: str | None) -> None:
@@ -30,7 +32,21 @@ def redact(text: str) -> str:
     for secret in _known:
         if secret in text:
             text = text.replace(secret, MASK)
-    return _STORED_VALUE.sub(rf'\1"{MASK}"', _TOKEN_SHAPE.sub(MASK, text))
+    return _STORED_VALUE.sub(
+        rf'\1 "{MASK}" (the rest of this answer is masked)', _TOKEN_SHAPE.sub(MASK, text)
+    )
+
+
+def redact_value(value: Any) -> Any:
+    """A parsed JSON value with the secrets masked in every string (for answers whose text
+    had escapes: `\\u0068f_...` is only the token once decoded)."""
+    if isinstance(value, str):
+        return redact(value) if _known and any(s in value for s in _known) else value
+    if isinstance(value, list):
+        return [redact_value(v) for v in value]
+    if isinstance(value, dict):
+        return {redact_value(k): redact_value(v) for k, v in value.items()}
+    return value
 
 
 def contains_secret(data: bytes) -> bool:

@@ -35,6 +35,8 @@ def check_token(value: str, name: str) -> str:
     token = value.strip()
     if any(ord(c) < 32 or ord(c) == 127 for c in token):
         raise ConfigError(f"{name} contains a control character; expected a token like hf_...")
+    if not token.isascii():
+        raise ConfigError(f"{name} contains a non-ASCII character; expected a token like hf_...")
     return token
 
 

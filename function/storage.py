@@ -13,6 +13,7 @@ a queued message goes back and is run again).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import stat
@@ -28,6 +29,7 @@ from function.client import Deadline
 from function.errors import InputError, StorageError
 from function.settings import Settings
 
+log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 16
 STDIN = "-"
 
@@ -67,8 +69,8 @@ async def open_input(
 def _open_local(path: Path, byte_range: tuple[int, int | None] | None, field: str) -> Reader:
     try:
         mode = path.stat().st_mode
-    except OSError as exc:
-        raise InputError(f"{field}: cannot read {path} ({exc.strerror})") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise InputError(f"{field}: cannot read {str(path)[:200]} ({_why(exc)})") from None
     if not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
         raise InputError(f"{field}: {path} is {kind}; expected a JSONL file")
@@ -182,10 +184,13 @@ class FileWriter:
         if self._file is None:
             assert self._path is not None
             try:
+                _check_writable_kind(self._path)
                 self._path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = self._path.open("w", encoding="utf-8")
+            except ValueError as exc:  # a NUL byte: the path itself is wrong
+                raise InputError(f"output {self.uri[:200]!r}: not a usable path ({exc})") from None
             except OSError as exc:
-                raise StorageError(f"output {self.uri}: cannot write ({exc.strerror})") from None
+                raise StorageError(f"output {self.uri}: cannot write ({_why(exc)})") from None
         return self._file
 
     def write(self, value: dict[str, Any]) -> None:
@@ -224,12 +229,14 @@ class S3Writer(FileWriter):
     async def close(self, deadline: Deadline) -> None:
         path = self._path
         assert path is not None
+        s3 = aws_client("s3", self._settings.aws_timeout_s)
         try:
             wrote = self._file is not None
             await super().close(deadline)
             if wrote:
-                s3 = aws_client("s3", self._settings.aws_timeout_s)
                 await bounded(lambda: s3.upload_file(str(path), self.bucket, self.key), deadline)
+            else:  # a continuation this run did not need: none left over from an earlier one
+                await self._remove_stale(s3, deadline)
         except StorageError:
             raise
         except Exception as exc:
@@ -237,6 +244,12 @@ class S3Writer(FileWriter):
         finally:
             path.unlink(missing_ok=True)
             os.rmdir(self._folder)
+
+    async def _remove_stale(self, s3: Any, deadline: Deadline) -> None:
+        try:
+            await bounded(lambda: s3.delete_object(Bucket=self.bucket, Key=self.key), deadline)
+        except Exception as exc:  # best effort: the summary says there is no continuation
+            log.warning("Could not remove a stale %s: %s", self.s3_uri, describe(exc))
 
 
 class ListWriter:
@@ -300,15 +313,44 @@ def next_output_uri(output_uri: str) -> str:
 
 
 def same_place(a: str, b: str) -> bool:
-    """Whether two inputs/outputs name the same file or object."""
+    """Whether two inputs/outputs name the same file or object (stdin, `-`, is whatever
+    file the shell redirected into it)."""
     if a.startswith("s3://") or b.startswith("s3://"):
         return a == b
-    if STDIN in (a, b):
-        return False
+    if a == b:
+        return True
     try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
+        one, two = (_stat_of(name) for name in (a, b))
+    except (OSError, ValueError):
+        one = two = None
+    if one is not None and two is not None:
+        return (one.st_dev, one.st_ino) == (two.st_dev, two.st_ino)
+    try:
+        return STDIN not in (a, b) and os.path.abspath(a) == os.path.abspath(b)
+    except ValueError:
+        return False
+
+
+def _stat_of(name: str) -> os.stat_result | None:
+    if name == STDIN:
+        return os.fstat(sys.stdin.fileno())
+    return os.stat(name) if os.path.exists(name) else None
+
+
+def _check_writable_kind(path: Path) -> None:
+    """An output is a file (or /dev/null): a FIFO would block, a directory cannot be one."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(21, "it is a directory")
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        raise OSError(22, "it is a FIFO or a socket, not a file")
+
+
+def _why(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 def _s3_error(exc: Exception, what: str) -> InputError | StorageError:

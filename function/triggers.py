@@ -128,7 +128,7 @@ def _http(event: dict[str, Any]) -> Request:
     if not isinstance(body, str):
         return Request(problem=InputError("The request body must be JSON text"))
     text = body
-    if request.is_base64_encoded:
+    if event.get("isBase64Encoded") is True:  # a string "false" is not a yes
         # Strictly: Powertools' `decoded_body` skips characters that are not base64.
         try:
             text = base64.b64decode(body, validate=True).decode("utf-8")

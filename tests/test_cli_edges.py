@@ -429,3 +429,54 @@ def test_a_run_that_cannot_start_is_in_the_history(hf, results):
     assert done.returncode == 1
     table = cli("history", "--failed", hf=hf, results=results).stdout.splitlines()
     assert len(table) == 2 and "facebook/bart-large-mnli" in table[1] and " no " in table[1]
+
+
+def test_stdin_that_is_the_output_file_is_refused(hf, results, tmp_path):
+    target = tmp_path / "f.jsonl"
+    target.write_text('"a"\n"b"\n')
+    with target.open() as stdin:
+        done = subprocess.run(
+            [sys.executable, "-m", "function", "batch", "--input", "-", "--output", str(target)],
+            stdin=stdin,
+            env={
+                **{k: v for k, v in os.environ.items() if k not in ENV_VARS},
+                "RESULTS_URI": str(results),
+            },
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2 and "is the input" in done.stderr
+    assert target.read_text() == '"a"\n"b"\n'
+
+
+def test_a_csv_field_may_hold_line_breaks(hf, results, tmp_path):
+    hf.on(MODEL_PATH, labels_for)
+    source, out = tmp_path / "t.csv", tmp_path / "out.jsonl"
+    source.write_text('id,text\n1,"hello\nworld"\n2,plain\n')
+    done = cli("batch", "--input", str(source), "--output", str(out), hf=hf, results=results)
+    assert done.returncode == 0, done.stderr
+    assert [r["result"][0]["label"] for r in jsonl(out)] == ["hello\nworld", "plain"]
+
+
+@pytest.mark.parametrize("secret", [TOKEN, json.dumps({"HUGGINGFACE_API_KEY": TOKEN})])
+def test_botocore_debug_logs_never_show_a_stored_token(hf, results, moto_endpoint, secret):
+    import boto3
+
+    aws = {**AWS_ENV, "AWS_ENDPOINT_URL": moto_endpoint}
+    secrets = boto3.client(
+        "secretsmanager",
+        endpoint_url=moto_endpoint,
+        region_name=AWS_ENV["AWS_REGION"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    arn = secrets.create_secret(Name=f"hf-{time.monotonic_ns()}", SecretString=secret)["ARN"]
+    hf.on(MODEL_PATH, OK)
+    done = cli(
+        "-vv", "run", hf=hf, results=results, token=None, HUGGINGFACE_API_KEY_SECRET_ARN=arn, **aws
+    )
+    assert done.returncode == 0, done.stderr
+    assert "SecretString" in done.stderr  # botocore logged the answer...
+    assert TOKEN not in done.stderr and TOKEN[3:20] not in done.stderr  # ...masked

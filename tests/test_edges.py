@@ -526,3 +526,75 @@ def test_no_input_adds_a_request_header(env, hf, fields):
             "x-wait-for-model",
         }
         assert request.headers["authorization"] == f"Bearer {TOKEN}"
+
+
+# -- found by an attacker's probe --------------------------------------------------------------
+
+ESCAPED_TOKEN = "".join(f"\\u{ord(c):04x}" for c in TOKEN[:3]) + TOKEN[3:]
+
+
+def test_a_token_escaped_in_json_is_masked_in_results_and_errors(env, hf):
+    hf.on(PATH, Reply(200, f'[{{"label": "{ESCAPED_TOKEN}", "score": 1.0}}]'.encode()))
+    envelope = invoke({"text": "a"}).reply
+    assert envelope["success"] and TOKEN not in json.dumps(envelope)
+    hf.on(PATH, Reply(400, '{"error": "' + "A" * 254 + " " + ESCAPED_TOKEN + '"}'))
+    envelope = invoke({"text": "a"}).reply
+    assert TOKEN[:12] not in envelope["error"]
+
+
+def test_a_non_ascii_token_is_a_configuration_error(env, hf):
+    env.setenv("HUGGINGFACE_API_KEY", "hf_tökén_0123456789")
+    envelope = invoke({"text": "a"}).reply
+    assert "non-ASCII" in envelope["error"] and not hf.requests
+    reply = invoke(sqs_event([json.dumps({"text": "a"})])).reply
+    assert reply == {"batchItemFailures": [{"itemIdentifier": "m0"}]}  # back, not lost
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"items": [{"text": "a"}], "output_uri": "/tmp/x\u0000y"},
+        {"input_uri": "/tmp/in\u0000.jsonl"},
+        {"items": [{"text": "a"}], "run_config": "a" * 5000},
+        {"text": "a", "run_config": "a" * 5000},
+    ],
+)
+def test_a_bad_path_in_one_message_touches_no_other(env, hf, tmp_path, bad):
+    hf.on(PATH, OK)
+    reply = invoke(sqs_event([json.dumps({"text": "fine"}), json.dumps(bad)])).reply
+    assert reply == {"batchItemFailures": []}
+    (good,) = [r for r in stored(tmp_path) if r.get("message_id") == "m0"]
+    assert good["success"]
+    envelope = invoke(bad).reply
+    assert envelope["success"] is False and "Internal error" not in envelope["error"]
+
+
+def test_a_fifo_as_output_is_refused_at_once(env, hf, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    invoked = invoke({"items": [{"text": "a"}], "output_uri": str(fifo)})
+    assert invoked.elapsed < 1.0
+    assert "FIFO" in invoked.reply["error"]
+
+
+def test_a_string_false_is_not_base64(env, hf):
+    hf.on(PATH, OK)
+    event = load_event("function-url.json")
+    event.update(body=json.dumps({"text": "a"}), isBase64Encoded="false")
+    assert invoke(event).reply["statusCode"] == 200
+
+
+def test_a_big_local_input_is_left_where_it_stopped_with_how_to_resume(env, hf, tmp_path):
+    hf.on(PATH, lambda r: Reply(200, labels_for(r).body, delay=0.2))
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(json.dumps(f"t{i}") + "\n" for i in range(5000)))
+    first = invoke({"input_uri": str(source), "output_uri": str(out), "concurrency": 4}).reply
+    assert first["total"] < 5000  # it did not read the rest against the deadline
+    resume = first["rest"]["resume"]
+    assert resume["part"]["first_index"] == first["total"]
+    hf.on(PATH, labels_for)
+    second = invoke(resume, remaining_ms=60_000).reply
+    assert second["total"] == 5000 - first["total"] and second["failed"] == 0
+    ids = [r["id"] for r in read_jsonl(out) + read_jsonl(Path(resume["output_uri"]))]
+    continued = [line["id"] for line in read_jsonl(tmp_path / "out.continuation.jsonl")]
+    assert sorted(ids + continued) == list(range(5000))

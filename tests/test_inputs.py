@@ -102,7 +102,8 @@ def test_comma_separated_labels(env, hf):
             {"task": "summarization", "candidate_labels": ["a"]},
             "candidate_labels is only used by zero-shot-classification",
         ),
-        ({"run_config": 7}, "run_config: expected the name or path of a run config file"),
+        ({"run_config": 7}, "run_config: expected the name of a run config"),
+        ({"run_config": ""}, "run_config: expected the name of a run config, not an empty"),
     ],
 )
 def test_bad_inputs_name_the_field(env, hf, inputs, message):
@@ -150,11 +151,19 @@ def test_run_config_named_by_the_event_wins(configs, env, hf):
     assert invoke({"run_config": "sentiment.json"}).reply["model"] == "org/sentiment"
 
 
-def test_run_config_by_path(configs, hf, tmp_path):
+def test_run_config_by_path_from_the_operator_not_from_an_event(configs, env, hf, tmp_path):
     other = tmp_path / "elsewhere.json"
     other.write_text(json.dumps({"model": "org/path", "text": "t", "task": "summarization"}))
     hf.on("/models/org/path", Reply(200, [{"summary_text": "s"}]))
-    assert invoke({"run_config": str(other)}).reply["result"] == {"summary_text": "s"}
+    # An event names run configs only: it cannot make the job read another file.
+    for name in (str(other), "../run_config/x", "/etc/passwd", "a" * 5000, "x\u0000y"):
+        envelope = invoke({"run_config": name}).reply
+        assert envelope["error"].startswith("Invalid input: run_config:") or envelope[
+            "error"
+        ].startswith("run_config:"), envelope["error"]
+        assert not hf.requests
+    env.setenv("RUN_CONFIG", str(other))  # the setting is the operator's
+    assert invoke({}).reply["result"] == {"summary_text": "s"}
 
 
 def test_event_fields_override_and_parameters_merge(configs, hf):

@@ -191,7 +191,7 @@ def test_the_template_says_what_the_issue_asks():
     # continuation is read by the next worker): BATCHES_URI lies under the Get+Put grant.
     assert env["BATCHES_URI"] == {"Fn::Sub": "s3://${ResultsBucket}/batches/"}
     batch_grant = statements["ReadAndWriteBatchFiles"]
-    assert set(batch_grant["Action"]) == {"s3:GetObject", "s3:PutObject"}
+    assert set(batch_grant["Action"]) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
     prefix = batch_grant["Resource"]["Fn::Sub"].removeprefix("${ResultsBucket.Arn}/").rstrip("*")
     assert env["BATCHES_URI"]["Fn::Sub"].removeprefix("s3://${ResultsBucket}/") == prefix
     assert "HUGGINGFACE_API_KEY" not in env  # the token never sits in the environment

@@ -344,3 +344,24 @@ def test_a_server_that_hangs_up_is_a_connection_failure_not_a_timeout(env, hf):
     summary = invoke({"text": ["a", "b"]}).reply
     errors = {r["error"] for r in summary["results"]}
     assert all(e.startswith("Could not reach the Inference API") for e in errors), errors
+
+
+def test_the_coalescer_keeps_answers_within_its_byte_budget():
+    class Big(Recorder):
+        async def post_json(self, url, payload, *, model, wait_for_model, deadline):
+            from function.client import ApiResponse
+            from function.envelope import Usage
+
+            self.sent.append(payload)
+            return ApiResponse([payload["inputs"]], Usage(), 1, size=100_000)
+
+    async def main():
+        coalescer = Coalescer(Big(), cache_bytes=1_000_000)
+        for i in range(50):
+            await coalescer.post_json(
+                URL, {"inputs": f"t{i}"}, model="m", wait_for_model=True, deadline=Deadline(5)
+            )
+        return coalescer
+
+    coalescer = asyncio.run(main())
+    assert len(coalescer._answers) <= 10 and coalescer._held <= 1_000_000
