@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -115,12 +115,16 @@ async def handle(
     return Handled(reply(invocation.trigger, done), ok=all(d.ok for d in done))
 
 
+def _failure(error: RunJobError, model: str | None = None) -> Outcome:
+    outcome = Outcome.failed(error, model=model)
+    outcome.envelope["error"] = redact(outcome.envelope["error"] or "")
+    return outcome
+
+
 def _failed(error: RunJobError, request: Request, model: str | None = None) -> Done:
     """A request that did not run: its failure envelope, retried if the failure is
     transient. The one place that decides retry-or-acknowledge from an error."""
-    outcome = Outcome.failed(error, model=model)
-    outcome.envelope["error"] = redact(outcome.envelope["error"] or "")
-    return _done(outcome, request)
+    return _done(_failure(error, model), request)
 
 
 def _done(outcome: Outcome, request: Request) -> Done:
@@ -174,10 +178,10 @@ class Lifecycle:
             check_ready(self.settings, self.token)
         except ConfigError as exc:
             log.error("Cannot run: %s", exc.message)
-            done = [_failed(exc, r, self._model_of(r)) for r in requests]
+            outcomes = [_failure(exc, self._model_of(r)) for r in requests]
             if self.run_meta.trigger != "sqs":  # queued messages go back and will run again
-                await self._keep_failures(exc, requests, done)
-            return done
+                await self._keep_failures(requests, outcomes)
+            return [_done(o, r) for r, o in zip(requests, outcomes, strict=True)]
         if plan is not None:
             return [await self._batch(requests[0], plan)]
         singles = [r for r in requests if not r.is_batch]
@@ -187,14 +191,10 @@ class Lifecycle:
                 done[id(request)] = await self._batch(request)
         return [done[id(r)] for r in requests]
 
-    async def _keep_failures(
-        self, error: RunJobError, requests: tuple[Request, ...], done: list[Done]
-    ) -> None:
+    async def _keep_failures(self, requests: tuple[Request, ...], outcomes: list[Outcome]) -> None:
         """The run records of requests that could not start, for `history`."""
         records = []
-        for i, (request, result) in enumerate(zip(requests, done, strict=True)):
-            outcome = Outcome.failed(error, model=result.body.get("model"))
-            outcome.envelope = result.body  # type: ignore[assignment]
+        for i, (request, outcome) in enumerate(zip(requests, outcomes, strict=True)):
             outcome.run_config = run_config_name(request.fields, self.settings)
             records.append(self.run_meta.record(i, outcome, request.message_id))
         try:
@@ -240,10 +240,7 @@ class Lifecycle:
                 await store(self.settings, self.run_meta, records, self.deadline)
             except RunJobError as exc:  # what is not stored goes back to a queue
                 log.error("Could not store the run records: %s", exc.message)
-                done = [
-                    Done(d.body, d.http_status, True, d.ok, d.message_id) if not d.retry else d
-                    for d in done
-                ]
+                done = [replace(d, retry=True) for d in done]
         return done
 
     async def run_one(
@@ -358,7 +355,7 @@ class Lifecycle:
         )
         check_places(batch.input_uri, target)
         output: Output = ListWriter() if inline else open_output(target, self.settings)
-        continuation = open_output(continuation_uri(target), self.settings, lazy=True)
+        continuation = open_output(continuation_uri(target), self.settings)
 
         part = batch.part
         start = Resume(part.bytes[0] or 0, part.first_line, part.first_index) if part else None
@@ -390,8 +387,9 @@ class Lifecycle:
     async def _run_plan(self, plan: BatchPlan, request: Request) -> dict[str, Any]:
         from function.batch import BatchRun
 
-        # A bad shared field: nothing runs.
+        # A bad shared field: nothing runs, nothing is written.
         base = merge_inputs(plan.shared, self.settings, paths=self.paths)
+        plan.output.prepare()  # a bad output fails here, before any work
         items = await plan.open_items()
         async with self._client(plan.options) as client:
             engine = BatchRun(
@@ -527,7 +525,7 @@ def file_plan(
         options,
         open_items,
         writer,
-        open_output(continuation, settings, lazy=True),
+        open_output(continuation, settings),
         output or "stdout",
         progress=progress,
         on_start=on_start,

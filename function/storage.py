@@ -169,16 +169,19 @@ def _line(number: int, data: bytearray, skipped: int, max_line: int) -> Line:
 
 class FileWriter:
     """JSON lines to a local file, a stream (stdout), or (via a temporary file) S3. The file
-    is made on the first line; `discard_stale` removes one left by an earlier run."""
+    is made by `prepare` (an output: before any work, so a bad path fails fast) or on the
+    first line (a continuation); one left by an earlier run that this one did not need is
+    removed on close."""
 
-    def __init__(self, uri: str, *, stream: IO[str] | None = None, lazy: bool = False) -> None:
+    def __init__(self, uri: str, *, stream: IO[str] | None = None) -> None:
         self.uri = uri
         self.count = 0
         self._stream = stream
         self._file: IO[str] | None = stream
         self._path = Path(uri) if stream is None else None
-        if not lazy:
-            self._open()
+
+    def prepare(self) -> None:
+        self._open()
 
     def _open(self) -> IO[str]:
         if self._file is None:
@@ -218,12 +221,12 @@ class FileWriter:
 class S3Writer(FileWriter):
     """Lines to a temporary file, uploaded to S3 on close (bounded by the deadline)."""
 
-    def __init__(self, uri: str, settings: Settings, *, lazy: bool = False) -> None:
+    def __init__(self, uri: str, settings: Settings) -> None:
         self.s3_uri = uri
         self.bucket, self.key = s3_location(uri)
         self._settings = settings
         self._folder = tempfile.mkdtemp(prefix="hf-run-job-")
-        super().__init__(os.path.join(self._folder, "part.jsonl"), lazy=lazy)
+        super().__init__(os.path.join(self._folder, "part.jsonl"))
         self.uri = uri
 
     async def close(self, deadline: Deadline) -> None:
@@ -259,6 +262,9 @@ class ListWriter:
         self.values: list[Any] = []
         self.count = 0
 
+    def prepare(self) -> None:
+        pass
+
     def write(self, value: dict[str, Any]) -> None:
         self.values.append(value)
         self.count += 1
@@ -270,10 +276,11 @@ class ListWriter:
 Output = FileWriter | ListWriter
 
 
-def open_output(uri: str, settings: Settings, *, lazy: bool = False) -> FileWriter:
+def open_output(uri: str, settings: Settings) -> FileWriter:
+    """A writer for `uri`; nothing is made until `prepare` or the first line."""
     if uri.startswith("s3://"):
-        return S3Writer(uri, settings, lazy=lazy)
-    return FileWriter(uri, lazy=lazy)
+        return S3Writer(uri, settings)
+    return FileWriter(uri)
 
 
 async def put_bytes(uri: str, data: bytes, settings: Settings, deadline: Deadline) -> None:
