@@ -9,7 +9,8 @@ Every item ends as exactly one output record or exactly one continuation line:
 - when the batch stops (the deadline, or Ctrl-C / SIGTERM on the CLI), the items in flight
   are cancelled and, with the items not yet started, written to the continuation as they
   came in, with their `id` (an item without one keeps its original position).
-Memory stays flat: at most `window` items are between reading and writing.
+Memory stays flat: at most `window` items, and answers of at most `PENDING_BYTES`, are
+between reading and writing.
 """
 
 from __future__ import annotations
@@ -223,6 +224,9 @@ Progress = Callable[[Summary], None]
 # -- the engine ---------------------------------------------------------------------------
 
 
+PENDING_BYTES = 32 * 1024 * 1024
+
+
 class BatchRun:
     """One pass over the items. `stop()` (a signal handler, the deadline's timer) cancels
     what is in flight; the rest of the items are read and continued."""
@@ -234,7 +238,7 @@ class BatchRun:
         continuation: Writer,
         *,
         stop_at: Deadline,
-        window: int = 256,
+        window: int = 1024,
         progress: Progress | None = None,
         leave_rest: Resume | None = None,
         shared: dict[str, Any] | None = None,
@@ -253,6 +257,8 @@ class BatchRun:
         self.shared = shared or {}
         self.summary = Summary()
         self._finished: dict[int, tuple[bool, dict[str, Any]]] = {}  # seq -> (record?, line)
+        self._sizes: dict[int, int] = {}  # seq -> bytes of the answer behind its record
+        self._pending_bytes = 0
         self._running: dict[int, asyncio.Task[None]] = {}
         self._next_out = 0
         self._wake = asyncio.Event()
@@ -286,7 +292,9 @@ class BatchRun:
                 resume = item.after
                 self.summary.total += 1
                 while self._running and (
-                    len(self._running) >= self.window or seq - self._next_out >= self.window
+                    len(self._running) >= self.window
+                    or seq - self._next_out >= self.window
+                    or self._pending_bytes > PENDING_BYTES
                 ):
                     await self._settle()
                 if item.problem is not None:
@@ -337,6 +345,9 @@ class BatchRun:
         else:
             self._finished[seq] = (True, {**outcome.envelope, "id": item.id})
             self.summary.characters += outcome.usage.characters or 0
+            if outcome.size:
+                self._sizes[seq] = outcome.size
+                self._pending_bytes += outcome.size
 
     def continuation_line(self, item: Item) -> dict[str, Any]:
         """The item as the next batch takes it: the batch's shared fields under its own (so
@@ -360,6 +371,7 @@ class BatchRun:
         summary = self.summary
         while self._next_out in self._finished:
             is_record, line = self._finished.pop(self._next_out)
+            self._pending_bytes -= self._sizes.pop(self._next_out, 0)
             if is_record:
                 self.output.write(line)
                 if line["success"]:

@@ -340,8 +340,8 @@ def _run_event(path: Path, parser: argparse.ArgumentParser, verbosity: int) -> i
 
 
 def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from function.batchfields import BatchFields
     from function.errors import InputError, RunJobError
-    from function.inputs import BatchFields
     from function.lifecycle import Handled, check_places, cli_invocation, file_plan, handle
     from function.settings import load_settings
     from function.storage import STDIN, continuation_uri

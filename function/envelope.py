@@ -59,6 +59,7 @@ class Outcome:
     run_config: str | None = None
     duration_ms: int = 0
     out_of_time: bool = False  # the deadline ended it: a batch continues the item
+    size: int = 0  # bytes of the answer it was read from (a batch bounds what it holds)
 
     @property
     def success(self) -> bool:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from function.aws import aws_client, bounded
+from function.batchfields import WORKER_OPTIONS, BatchFields
 from function.client import Deadline
 from function.errors import ConfigError, StorageError
-from function.inputs import WORKER_OPTIONS, BatchFields
 from function.settings import Settings
 from function.storage import open_input, put_bytes, read_lines
 

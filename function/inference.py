@@ -63,4 +63,5 @@ async def run_inference(
         task=task.name,
         attempts=answer.attempts,
         usage=answer.usage,
+        size=answer.size,
     )

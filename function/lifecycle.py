@@ -35,13 +35,10 @@ from function.envelope import Outcome
 from function.errors import ConfigError, InputError, RunJobError
 from function.inference import check_ready, run_inference
 from function.inputs import (
-    WORKER_OPTIONS,
-    BatchFields,
     merge_inputs,
     overlay,
     requested_model,
     run_config_name,
-    split_batch,
     validate_inputs,
 )
 from function.observability import configure_logging, record_metrics, start_invocation
@@ -54,6 +51,7 @@ from function.triggers import Invocation, Request, Trigger, read_event
 
 if TYPE_CHECKING:
     from function.batch import BatchRun, Progress, Resume
+    from function.batchfields import BatchFields
     from function.storage import Output
 
 log = logging.getLogger(__name__)
@@ -150,7 +148,7 @@ class BatchPlan:
     input_uri: str | None = None  # to queue the continuation with, in AWS
     progress: Progress | None = None
     on_start: Callable[[BatchRun], None] | None = None  # the CLI wires signals to it
-    window: int = 256  # items between reading and writing, at most
+    window: int = 1024  # items between reading and writing, at most
     # A file input whose unread rest can go on the queue as a part of its own when the
     # batch stops (where it starts); else the rest is read into the continuation.
     leave_rest: Resume | None = None
@@ -311,6 +309,8 @@ class Lifecycle:
         """A batch: its summary, or one failure for the whole of it (retried if transient)."""
         try:
             if plan is None:
+                from function.batchfields import split_batch
+
                 batch, shared = split_batch(request.fields)
                 if batch.fan_out:
                     from function.fanout import fan_out
@@ -438,6 +438,7 @@ class Lifecycle:
     ) -> dict[str, Any]:
         """The unread rest of a file input: a part of its own, on the queue (in AWS), or in
         the reply as the event that resumes it."""
+        from function.batchfields import WORKER_OPTIONS
         from function.fanout import send_messages
         from function.storage import next_output_uri
 
@@ -473,6 +474,7 @@ class Lifecycle:
     ) -> str:
         """In AWS the continuation goes back on the queue as a batch of its own, its records
         beside the output (`X.c1.jsonl`, `X.c2.jsonl`, ...). Returns where they will be."""
+        from function.batchfields import WORKER_OPTIONS
         from function.fanout import send_messages
         from function.storage import next_output_uri
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from function.batch import items_from_jsonl, items_from_list
+from function.batchfields import BatchFields
 from function.client import Deadline
-from function.inputs import BatchFields
 from function.lifecycle import BatchPlan, Lifecycle
 from function.runs import Run
 from function.settings import load_settings

@@ -332,7 +332,7 @@ def faults(env, hf, tmp_path, monkeypatch):
 def run_file_batch(source: Path, output: Path, budget: float, interrupt_after: float | None):
     """One batch as the CLI runs it (the file plan, the lifecycle), stopped by the deadline
     or, like Ctrl-C does, by `stop("interrupted")` after `interrupt_after` seconds."""
-    from function.inputs import BatchFields
+    from function.batchfields import BatchFields
     from function.lifecycle import cli_invocation, file_plan, handle
     from function.settings import load_settings
     from function.storage import continuation_uri
