@@ -342,9 +342,9 @@ def _run_event(path: Path, parser: argparse.ArgumentParser, verbosity: int) -> i
 def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from function.batchfields import BatchFields
     from function.errors import InputError, RunJobError
-    from function.lifecycle import Handled, check_places, cli_invocation, file_plan, handle
+    from function.lifecycle import Handled, cli_invocation, handle
     from function.settings import load_settings
-    from function.storage import STDIN, continuation_uri
+    from function.storage import STDIN, check_places, continuation_uri, file_plan
 
     shared = overrides_from_args(args, parser)
     source, output_path = args.input, args.output

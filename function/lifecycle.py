@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from function.client import Deadline, Fetcher, HFClient, new_http_client
 from function.envelope import Outcome
-from function.errors import ConfigError, InputError, RunJobError
+from function.errors import ConfigError, RunJobError
 from function.inference import check_ready, run_inference
 from function.inputs import (
     merge_inputs,
@@ -50,9 +50,9 @@ from function.settings import Settings, load_settings
 from function.triggers import Invocation, Request, Trigger, read_event
 
 if TYPE_CHECKING:
-    from function.batch import BatchRun, Progress, Resume
+    from function.batch import Resume
     from function.batchfields import BatchFields
-    from function.storage import Output
+    from function.storage import BatchPlan
 
 log = logging.getLogger(__name__)
 
@@ -133,25 +133,6 @@ def _done(outcome: Outcome, request: Request) -> Done:
         ok=outcome.success,
         message_id=request.message_id,
     )
-
-
-@dataclass
-class BatchPlan:
-    """A batch ready to run: where its items come from and its records go."""
-
-    shared: dict[str, Any]
-    options: BatchFields
-    open_items: Callable[[], Any]  # -> (async) iterable of Items, opened after the checks
-    output: Output
-    continuation: Output
-    output_name: str | None  # for the summary (None: the records are inline)
-    input_uri: str | None = None  # to queue the continuation with, in AWS
-    progress: Progress | None = None
-    on_start: Callable[[BatchRun], None] | None = None  # the CLI wires signals to it
-    window: int = 1024  # items between reading and writing, at most
-    # A file input whose unread rest can go on the queue as a part of its own when the
-    # batch stops (where it starts); else the rest is read into the continuation.
-    leave_rest: Resume | None = None
 
 
 class Lifecycle:
@@ -337,7 +318,10 @@ class Lifecycle:
         `output_uri`, else inline (small lists) or under BATCHES_URI."""
         from function.batch import Resume, items_from_jsonl, items_from_list
         from function.storage import (
+            BatchPlan,
             ListWriter,
+            Output,
+            check_places,
             continuation_uri,
             open_input,
             open_output,
@@ -491,70 +475,6 @@ class Lifecycle:
 
 def _part_end(options: BatchFields) -> int | None:
     return options.part.bytes[1] if options.part else None
-
-
-def file_plan(
-    settings: Settings,
-    shared: dict[str, Any],
-    options: BatchFields,
-    source: str,
-    output: str | None,
-    continuation: str,
-    *,
-    text_column: str | None = None,
-    id_column: str | None = None,
-    progress: Progress | None = None,
-    on_start: Callable[[BatchRun], None] | None = None,
-) -> BatchPlan:
-    """The CLI's batch: items from a JSONL or CSV file (or stdin, `-`), records to a file
-    (or stdout), unfinished items to `continuation`."""
-    import sys
-
-    from function.batch import items_from_csv, items_from_jsonl
-    from function.storage import FileWriter, open_input, open_output, read_lines
-
-    async def open_items() -> Any:
-        forever = Deadline(float("inf"))  # a file is read to its end: the batch may stop
-        read = await open_input(source, settings, forever, field="--input")
-        lines = read_lines(read, max_line=settings.max_line_bytes)
-        if text_column:
-            return items_from_csv(lines, text_column, id_column)
-        return items_from_jsonl(lines)
-
-    writer = open_output(output, settings) if output else FileWriter("stdout", stream=sys.stdout)
-    return BatchPlan(
-        shared,
-        options,
-        open_items,
-        writer,
-        open_output(continuation, settings),
-        output or "stdout",
-        progress=progress,
-        on_start=on_start,
-    )
-
-
-def check_places(
-    input_uri: str | None, output_uri: str | None, continuation: str | None = None
-) -> None:
-    """Refused before anything is read or written: an output or a continuation that is the
-    input would destroy it while it is read, and an output that is its own continuation
-    would interleave the two. (No output: the records go to stdout.)"""
-    from function.storage import continuation_uri, same_place
-
-    if output_uri is not None:
-        continuation = continuation or continuation_uri(output_uri)
-        if same_place(output_uri, continuation):
-            raise InputError(f"output_uri: {output_uri} is also the continuation; choose another")
-    if input_uri is None:
-        return
-    if output_uri is not None and same_place(input_uri, output_uri):
-        raise InputError(f"output_uri: {output_uri} is the input; choose another output")
-    if continuation is not None and same_place(input_uri, continuation):
-        raise InputError(
-            f"output_uri: the continuation {continuation} would be the input {input_uri}; "
-            "choose another output"
-        )
 
 
 def _request_id(context: Any) -> str | None:

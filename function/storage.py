@@ -20,14 +20,18 @@ import stat
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from function.aws import aws_client, bounded, describe
-from function.batch import Line
+from function.batch import BatchRun, Line, Progress, Resume
 from function.client import Deadline
 from function.errors import InputError, StorageError
 from function.settings import Settings
+
+if TYPE_CHECKING:
+    from function.batchfields import BatchFields
 
 log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 16
@@ -297,6 +301,87 @@ async def put_bytes(uri: str, data: bytes, settings: Settings, deadline: Deadlin
         raise StorageError(f"{uri}: could not write ({exc.strerror})") from None
     except Exception as exc:
         raise _s3_error(exc, f"{uri}: could not write") from None
+
+
+# -- a batch's plan ------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchPlan:
+    """A batch ready to run: where its items come from and its records go."""
+
+    shared: dict[str, Any]
+    options: BatchFields
+    open_items: Callable[[], Any]  # -> (async) iterable of Items, opened after the checks
+    output: Output
+    continuation: Output
+    output_name: str | None  # for the summary (None: the records are inline)
+    input_uri: str | None = None  # to queue the continuation with, in AWS
+    progress: Progress | None = None
+    on_start: Callable[[BatchRun], None] | None = None  # the CLI wires signals to it
+    window: int = 1024  # items between reading and writing, at most
+    # A file input whose unread rest can go on the queue as a part of its own when the
+    # batch stops (where it starts); else the rest is read into the continuation.
+    leave_rest: Resume | None = None
+
+
+def file_plan(
+    settings: Settings,
+    shared: dict[str, Any],
+    options: BatchFields,
+    source: str,
+    output: str | None,
+    continuation: str,
+    *,
+    text_column: str | None = None,
+    id_column: str | None = None,
+    progress: Progress | None = None,
+    on_start: Callable[[BatchRun], None] | None = None,
+) -> BatchPlan:
+    """The CLI's batch: items from a JSONL or CSV file (or stdin, `-`), records to a file
+    (or stdout), unfinished items to `continuation`."""
+    from function.batch import items_from_csv, items_from_jsonl
+
+    async def open_items() -> Any:
+        forever = Deadline(float("inf"))  # a file is read to its end: the batch may stop
+        read = await open_input(source, settings, forever, field="--input")
+        lines = read_lines(read, max_line=settings.max_line_bytes)
+        if text_column:
+            return items_from_csv(lines, text_column, id_column)
+        return items_from_jsonl(lines)
+
+    writer = open_output(output, settings) if output else FileWriter("stdout", stream=sys.stdout)
+    return BatchPlan(
+        shared,
+        options,
+        open_items,
+        writer,
+        open_output(continuation, settings),
+        output or "stdout",
+        progress=progress,
+        on_start=on_start,
+    )
+
+
+def check_places(
+    input_uri: str | None, output_uri: str | None, continuation: str | None = None
+) -> None:
+    """Refused before anything is read or written: an output or a continuation that is the
+    input would destroy it while it is read, and an output that is its own continuation
+    would interleave the two. (No output: the records go to stdout.)"""
+    if output_uri is not None:
+        continuation = continuation or continuation_uri(output_uri)
+        if same_place(output_uri, continuation):
+            raise InputError(f"output_uri: {output_uri} is also the continuation; choose another")
+    if input_uri is None:
+        return
+    if output_uri is not None and same_place(input_uri, output_uri):
+        raise InputError(f"output_uri: {output_uri} is the input; choose another output")
+    if continuation is not None and same_place(input_uri, continuation):
+        raise InputError(
+            f"output_uri: the continuation {continuation} would be the input {input_uri}; "
+            "choose another output"
+        )
 
 
 # -- names -------------------------------------------------------------------------------------

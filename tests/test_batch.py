@@ -12,10 +12,10 @@ import pytest
 from function.batch import items_from_jsonl, items_from_list
 from function.batchfields import BatchFields
 from function.client import Deadline
-from function.lifecycle import BatchPlan, Lifecycle
+from function.lifecycle import Lifecycle
 from function.runs import Run
 from function.settings import load_settings
-from function.storage import ListWriter
+from function.storage import BatchPlan, ListWriter
 from function.triggers import Request
 from tests.conftest import TOKEN, invoke, run_cli
 from tests.fakehf import FakeHF, Reply, Seen

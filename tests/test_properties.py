@@ -333,9 +333,9 @@ def run_file_batch(source: Path, output: Path, budget: float, interrupt_after: f
     """One batch as the CLI runs it (the file plan, the lifecycle), stopped by the deadline
     or, like Ctrl-C does, by `stop("interrupted")` after `interrupt_after` seconds."""
     from function.batchfields import BatchFields
-    from function.lifecycle import cli_invocation, file_plan, handle
+    from function.lifecycle import cli_invocation, handle
     from function.settings import load_settings
-    from function.storage import continuation_uri
+    from function.storage import continuation_uri, file_plan
 
     async def main():
         def on_start(engine):
