@@ -272,35 +272,6 @@ def test_a_batch_without_a_token_is_one_error_on_the_cli(hf, results, tmp_path):
     assert jsonl(out) == []  # not 50 failure records
 
 
-def test_botocore_debug_logs_do_not_show_a_stored_token(hf, results, moto_endpoint):
-    import boto3
-
-    aws = {**AWS_ENV, "AWS_ENDPOINT_URL": moto_endpoint}
-    secrets = boto3.client(
-        "secretsmanager",
-        endpoint_url=moto_endpoint,
-        region_name=AWS_ENV["AWS_REGION"],
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    arn = secrets.create_secret(Name=f"hf-{time.monotonic_ns()}", SecretString=TOKEN + "\n")["ARN"]
-    hf.on(MODEL_PATH, OK)
-    done = cli(
-        "-vv",
-        "run",
-        hf=hf,
-        results=results,
-        token=None,
-        HUGGINGFACE_API_KEY_SECRET_ARN=arn,
-        **aws,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "botocore" in done.stderr  # botocore did log at DEBUG...
-    assert TOKEN not in done.stderr and TOKEN not in done.stdout  # ...without the token
-    assert hf.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
-
-
-@pytest.mark.parametrize("which", ["input", "output"])
 def test_a_continuation_that_is_the_input_or_the_output_is_refused(hf, results, tmp_path, which):
     source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     source.write_text('"a"\n"b"\n')
