@@ -10,10 +10,13 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 
 .PHONY: run test fuzz lint bench clean
 
-# One make at a time builds the virtualenv (flock): a second `make run` started meanwhile
-# waits for it, then finds it ready, instead of racing it in pip.
+# One make at a time builds the virtualenv (flock, from util-linux; without it, no lock): a
+# second `make run` started meanwhile waits for it, then finds it ready, instead of racing it
+# in pip.
+LOCK = $(if $(shell command -v flock 2>/dev/null),flock $(1).lock,)
+
 $(STAMP): pyproject.toml
-	flock $(VENV).lock sh -c '[ $(STAMP) -nt pyproject.toml ] || { \
+	$(call LOCK,$(VENV)) sh -c '[ $(STAMP) -nt pyproject.toml ] || { \
 	    $(PYTHON) -m venv $(VENV) && \
 	    $(BIN)/pip install --quiet --upgrade pip && \
 	    $(BIN)/pip install --quiet -e ".[dev]" && \
@@ -40,7 +43,7 @@ lint: $(STAMP)
 # The benchmark has its own virtualenv: the peer (huggingface_hub) wants newer libraries
 # than the test tools (aws-sam-cli) allow.
 $(BENCH_STAMP): pyproject.toml
-	flock $(BENCH_VENV).lock sh -c '[ $(BENCH_STAMP) -nt pyproject.toml ] || { \
+	$(call LOCK,$(BENCH_VENV)) sh -c '[ $(BENCH_STAMP) -nt pyproject.toml ] || { \
 	    $(PYTHON) -m venv $(BENCH_VENV) && \
 	    $(BENCH_VENV)/bin/pip install --quiet --upgrade pip && \
 	    $(BENCH_VENV)/bin/pip install --quiet -e ".[bench]" && \
