@@ -272,6 +272,7 @@ def test_a_batch_without_a_token_is_one_error_on_the_cli(hf, results, tmp_path):
     assert jsonl(out) == []  # not 50 failure records
 
 
+@pytest.mark.parametrize("which", ["input", "output"])
 def test_a_continuation_that_is_the_input_or_the_output_is_refused(hf, results, tmp_path, which):
     source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     source.write_text('"a"\n"b"\n')
@@ -431,7 +432,7 @@ def test_a_csv_field_may_hold_line_breaks(hf, results, tmp_path):
     assert [r["result"][0]["label"] for r in jsonl(out)] == ["hello\nworld", "plain"]
 
 
-@pytest.mark.parametrize("secret", [TOKEN, json.dumps({"HUGGINGFACE_API_KEY": TOKEN})])
+@pytest.mark.parametrize("secret", [TOKEN + "\n", json.dumps({"HUGGINGFACE_API_KEY": TOKEN})])
 def test_botocore_debug_logs_never_show_a_stored_token(hf, results, moto_endpoint, secret):
     import boto3
 
@@ -451,3 +452,4 @@ def test_botocore_debug_logs_never_show_a_stored_token(hf, results, moto_endpoin
     assert done.returncode == 0, done.stderr
     assert "SecretString" in done.stderr  # botocore logged the answer...
     assert TOKEN not in done.stderr and TOKEN[3:20] not in done.stderr  # ...masked
+    assert hf.requests[0].headers["authorization"] == f"Bearer {TOKEN}"  # newline stripped
