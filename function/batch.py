@@ -242,6 +242,7 @@ class BatchRun:
         progress: Progress | None = None,
         leave_rest: Resume | None = None,
         shared: dict[str, Any] | None = None,
+        on_read_all: Callable[[], None] | None = None,
     ) -> None:
         self.run_item = run_item
         self.output = output
@@ -255,6 +256,7 @@ class BatchRun:
         self.leave_rest = leave_rest
         self.rest: Resume | None = None
         self.shared = shared or {}
+        self.on_read_all = on_read_all
         self.summary = Summary()
         self._finished: dict[int, tuple[bool, dict[str, Any]]] = {}  # seq -> (record?, line)
         self._sizes: dict[int, int] = {}  # seq -> bytes of the answer behind its record
@@ -305,6 +307,8 @@ class BatchRun:
                     self._start(seq, item)
                 seq += 1
                 self._write_ready()
+            if self.on_read_all is not None:
+                self.on_read_all()
             while self._running:
                 await self._settle()
             self._write_ready()

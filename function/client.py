@@ -37,7 +37,7 @@ from function.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from function.redact import contains_secret, redact, redact_bytes, redact_value, remember
+from function.redact import redact, redact_bytes, redact_value, remember
 from function.settings import Settings
 
 if TYPE_CHECKING:
@@ -306,7 +306,7 @@ class HFClient:
                     f"The answer grew past the limit of {limit:,} bytes (HF_MAX_RESPONSE_BYTES)",
                     status=response.status_code,
                 )
-        return redact_bytes(bytes(body)) if contains_secret(body) else bytes(body)
+        return redact_bytes(bytes(body))
 
     # -- retry policy ---------------------------------------------------------------------
 

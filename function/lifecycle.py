@@ -52,6 +52,7 @@ from function.triggers import Invocation, Request, Trigger, read_event
 if TYPE_CHECKING:
     from function.batch import Resume
     from function.batchfields import BatchFields
+    from function.limiter import AdaptiveLimiter
     from function.storage import BatchPlan
 
 log = logging.getLogger(__name__)
@@ -263,9 +264,11 @@ class Lifecycle:
         return outcome
 
     @asynccontextmanager
-    async def _client(self, batch: BatchFields | None = None) -> AsyncIterator[Fetcher]:
+    async def _client(
+        self, batch: BatchFields | None = None, limiter: AdaptiveLimiter | None = None
+    ) -> AsyncIterator[Fetcher]:
         """The API client of a request: for single runs, httpx's own pool; for a batch, many
-        connections through aiohttp, an adaptive limiter and the coalescer in front."""
+        connections through aiohttp, its adaptive limiter and the coalescer in front."""
         cap = batch.concurrency if batch else self.settings.sqs_concurrency
         many = batch is not None
         async with new_http_client(self.settings, max_connections=cap, many=many) as http:
@@ -273,9 +276,7 @@ class Lifecycle:
                 yield HFClient(self.settings, http, self.token)
                 return
             from function.coalescer import Coalescer
-            from function.limiter import AdaptiveLimiter
 
-            limiter = AdaptiveLimiter(cap=batch.concurrency, rate=batch.rate)
             coalescer = Coalescer(
                 HFClient(self.settings, http, self.token, limiter), batch_size=batch.batch_size
             )
@@ -375,7 +376,10 @@ class Lifecycle:
         base = merge_inputs(plan.shared, self.settings, paths=self.paths)
         plan.output.prepare()  # a bad output fails here, before any work
         items = await plan.open_items()
-        async with self._client(plan.options) as client:
+        from function.limiter import AdaptiveLimiter
+
+        limiter = AdaptiveLimiter(cap=plan.options.concurrency, rate=plan.options.rate)
+        async with self._client(plan.options, limiter) as client:
             engine = BatchRun(
                 lambda item: self.run_one(item.fields, client, base),
                 plan.output,
@@ -385,6 +389,8 @@ class Lifecycle:
                 progress=plan.progress,
                 leave_rest=plan.leave_rest,
                 shared=plan.shared,
+                # No more work is coming: a refused probe now would only delay the last items.
+                on_read_all=limiter.stop_probing,
             )
             if plan.on_start:
                 plan.on_start(engine)

@@ -49,13 +49,10 @@ def redact_value(value: Any) -> Any:
     return value
 
 
-def contains_secret(data: bytes) -> bool:
-    return any(secret.encode() in data for secret in _known)
-
-
 def redact_bytes(data: bytes) -> bytes:
     for secret in _known:
-        data = data.replace(secret.encode(), MASK.encode())
+        if (raw := secret.encode()) in data:
+            data = data.replace(raw, MASK.encode())
     return data
 
 
