@@ -74,7 +74,7 @@ def _open_local(path: Path, byte_range: tuple[int, int | None] | None, field: st
     try:
         mode = path.stat().st_mode
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-        raise InputError(f"{field}: cannot read {str(path)[:200]} ({_why(exc)})") from None
+        raise InputError(f"{field}: cannot read {str(path)[:200]} ({describe(exc)})") from None
     if not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
         raise InputError(f"{field}: {path} is {kind}; expected a JSONL file")
@@ -197,7 +197,7 @@ class FileWriter:
             except ValueError as exc:  # a NUL byte: the path itself is wrong
                 raise InputError(f"output {self.uri[:200]!r}: not a usable path ({exc})") from None
             except OSError as exc:
-                raise StorageError(f"output {self.uri}: cannot write ({_why(exc)})") from None
+                raise StorageError(f"output {self.uri}: cannot write ({describe(exc)})") from None
         return self._file
 
     def write(self, value: dict[str, Any]) -> None:
@@ -439,10 +439,6 @@ def _check_writable_kind(path: Path) -> None:
         raise IsADirectoryError(21, "it is a directory")
     if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
         raise OSError(22, "it is a FIFO or a socket, not a file")
-
-
-def _why(exc: BaseException) -> str:
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 def _s3_error(exc: Exception, what: str) -> InputError | StorageError:
