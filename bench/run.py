@@ -146,17 +146,18 @@ async def transport_cost(endpoint: str, transport: str, requests: int) -> tuple[
     import httpx
 
     from function.client import _ssl_context
+    from function.transport import AiohttpClient
 
-    mounted = None
-    if transport == "aiohttp":
-        from function.transport import aiohttp_transport
-
-        mounted = aiohttp_transport(_ssl_context(), CAP)
     limits = httpx.Limits(max_connections=CAP, max_keepalive_connections=CAP)
+    client = (
+        AiohttpClient(ssl_context=_ssl_context(), max_connections=CAP, timeout=30)
+        if transport == "aiohttp"
+        else httpx.AsyncClient(limits=limits, timeout=30)
+    )
     url = f"{endpoint}/models/{MODEL}"
     body = json.dumps({"inputs": "x", "parameters": {"candidate_labels": LABELS}}).encode()
     limit = asyncio.Semaphore(CAP)
-    async with httpx.AsyncClient(transport=mounted, limits=limits, timeout=30) as client:
+    async with client:
 
         async def one() -> None:
             async with limit:

@@ -9,8 +9,10 @@ Every item ends as exactly one output record or exactly one continuation line:
 - when the batch stops (the deadline, or Ctrl-C / SIGTERM on the CLI), the items in flight
   are cancelled and, with the items not yet started, written to the continuation as they
   came in, with their `id` (an item without one keeps its original position).
-Memory stays flat: at most `window` items, and answers of at most `PENDING_BYTES`, are
-between reading and writing.
+Memory stays flat: at most `window` items run at once, at most `REORDER x window` items
+are between reading and writing, and their answers hold at most `PENDING_BYTES`. Records
+go out in input order, so an item that waits (a Retry-After) holds back the ones after it;
+the items behind it keep running until the reorder bound, not just the window.
 """
 
 from __future__ import annotations
@@ -225,6 +227,7 @@ Progress = Callable[[Summary], None]
 
 
 PENDING_BYTES = 32 * 1024 * 1024
+REORDER = 4  # finished records that may wait for an earlier item: this many windows
 
 
 class BatchRun:
@@ -295,7 +298,7 @@ class BatchRun:
                 self.summary.total += 1
                 while self._running and (
                     len(self._running) >= self.window
-                    or seq - self._next_out >= self.window
+                    or seq - self._next_out >= self.window * REORDER
                     or self._pending_bytes > PENDING_BYTES
                 ):
                     await self._settle()

@@ -140,22 +140,20 @@ def new_http_client(
 ) -> httpx.AsyncClient:
     """The HTTP client of a session. Sessions with many requests in flight (batches) use
     aiohttp under httpx: httpx's own pool costs milliseconds of CPU a request there."""
-    transport = None
+    options: dict[str, Any] = {
+        "timeout": httpx.Timeout(settings.request_timeout_s),
+        "headers": {"User-Agent": f"hf-run-job/{__version__}", "Accept": "application/json"},
+        "follow_redirects": False,
+        "trust_env": True,
+    }
     if many:
-        from function.transport import aiohttp_transport
+        from function.transport import AiohttpClient
 
-        transport = aiohttp_transport(_ssl_context(), max_connections)
-    return httpx.AsyncClient(
-        transport=transport,
-        verify=_ssl_context(),
-        timeout=httpx.Timeout(settings.request_timeout_s),
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        ),
-        headers={"User-Agent": f"hf-run-job/{__version__}", "Accept": "application/json"},
-        follow_redirects=False,
-        trust_env=True,
+        return AiohttpClient(ssl_context=_ssl_context(), max_connections=max_connections, **options)
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
     )
+    return httpx.AsyncClient(verify=_ssl_context(), limits=limits, **options)
 
 
 class HFClient:
@@ -220,7 +218,7 @@ class HFClient:
         """One request: the parsed answer, or the error it came to."""
         started = time.monotonic()
         try:
-            answer = await self._send(url, content, headers, deadline)
+            answer = await self._send(url, content, headers, deadline, retry=seen.count > 1)
         except (httpx.TimeoutException, TimeoutError):
             return UpstreamTimeoutError(
                 f"The request for model '{model}' timed out after "
@@ -253,13 +251,13 @@ class HFClient:
         return self._error_from_response(answer, model)
 
     async def _send(
-        self, url: str, content: bytes, headers: dict[str, str], deadline: Deadline
+        self, url: str, content: bytes, headers: dict[str, str], deadline: Deadline, *, retry: bool
     ) -> Answer:
         """POST within the deadline; with a limiter, only once a slot is free (the wait
         for it counts against the deadline too)."""
         if self.limiter is None:
             return await self._post(url, content, headers, deadline)
-        async with self.limiter.attempt(deadline) as attempt:
+        async with self.limiter.attempt(deadline, retry=retry) as attempt:
             answer = await self._post(url, content, headers, deadline)
             attempt.answered = True
             attempt.overloaded = answer.status in (429, 503)

@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,11 +49,14 @@ class AdaptiveLimiter:
         self._next_start = 0.0
 
     @asynccontextmanager
-    async def attempt(self, deadline: Deadline) -> AsyncIterator[Attempt]:
+    async def attempt(self, deadline: Deadline, *, retry: bool = False) -> AsyncIterator[Attempt]:
         """A slot for one request. Waiting for it (and `rate` spacing) is bounded by the
-        deadline: TimeoutError when the slot would come too late."""
+        deadline: TimeoutError when the slot would come too late.
+
+        A retry goes to the front of the line: its item has waited longest, and a batch
+        writes its records in input order, so the items behind it wait on it too."""
         async with asyncio.timeout(deadline.remaining()):
-            await self._acquire()
+            await self._acquire(front=retry)
         attempt = Attempt(self.in_flight)
         try:
             yield attempt
@@ -62,10 +65,13 @@ class AdaptiveLimiter:
             self._adjust(attempt)
             self._wake()
 
-    async def _acquire(self) -> None:
-        while self.in_flight >= int(self.limit) or self._waiters:
+    async def _acquire(self, *, front: bool) -> None:
+        while self.in_flight >= int(self.limit) or (self._waiters and not front):
             waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+            if front:
+                self._waiters.appendleft(waiter)
+            else:
+                self._waiters.append(waiter)
             try:
                 await waiter
             except asyncio.CancelledError:
@@ -73,10 +79,10 @@ class AdaptiveLimiter:
                     self._wake()  # pass on the slot this waiter was given
                 raise
             finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-            if self.in_flight < int(self.limit):
-                break
+                if not waiter.done() or waiter.cancelled():  # `_wake` pops the ones it wakes
+                    with suppress(ValueError):
+                        self._waiters.remove(waiter)
+            front = True  # woken: if the slot is gone again, it keeps its place
         self.in_flight += 1
         if self.rate:
             now = time.monotonic()

@@ -15,17 +15,39 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
 
-def aiohttp_transport(ssl_context: ssl.SSLContext, max_connections: int) -> Transport:
-    limits = httpx.Limits(
-        max_connections=max_connections, max_keepalive_connections=max_connections
-    )
-    return Transport(verify=ssl_context, limits=limits, trust_env=True)
+class AiohttpClient(httpx.AsyncClient):
+    """An httpx client whose `send` hands the request straight to its transport.
+
+    A batch uses none of what `AsyncClient.send` adds around the transport (auth flows,
+    redirects, event hooks, and a cookie jar that builds a `urllib` request per answer),
+    and that costs about a third of the CPU of a request (profiled with py-spy). Proxies
+    from the environment still apply: the transport is the one httpx mounted for the URL.
+    """
+
+    def __init__(self, *, ssl_context: ssl.SSLContext, max_connections: int, **kwargs: Any) -> None:
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        transport = Transport(verify=ssl_context, limits=limits, trust_env=True)
+        super().__init__(transport=transport, verify=ssl_context, limits=limits, **kwargs)
+
+    async def send(
+        self, request: httpx.Request, *, stream: bool = False, **_: Any
+    ) -> httpx.Response:
+        response = await self._transport_for_url(request.url).handle_async_request(request)
+        if not stream:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return response
 
 
 class Transport(AiohttpTransport):
