@@ -180,6 +180,44 @@ def test_adaptive_concurrency_finds_an_unknown_cap_and_loses_nothing(env, hf):
     assert capped.refused < 40  # ...and then stayed near it instead of hammering
 
 
+def test_an_item_waiting_out_a_retry_after_does_not_stall_the_items_behind_it(env, hf):
+    # Records go out in input order, so item 0 (told to come back in 1 s) holds every record
+    # after it. The items behind it still run, beyond the window, while it waits.
+    first = {"refused": False}
+
+    def answer(request: Seen) -> Reply:
+        if request.json["inputs"] == "t0" and not first["refused"]:
+            first["refused"] = True
+            return Reply(429, {"error": "slow down"}, {"Retry-After": "1"})
+        return labels_for(request)
+
+    hf.on(PATH, answer)
+    items = [{"id": i, "text": f"t{i}"} for i in range(40)]
+    summary, records, _ = batch(items_from_list(items), cap=4, window=8)
+    assert summary["succeeded"] == 40
+    assert [r["id"] for r in records] == list(range(40))
+    texts = [r.json["inputs"] for r in hf.requests]
+    retried_at = len(texts) - 1 - texts[::-1].index("t0")
+    assert retried_at > 8, texts  # more than a window of items ran while t0 waited
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["single run", "batch"])
+def test_requests_go_through_the_proxy_of_the_environment(env, hf, many):
+    # The endpoint's host does not resolve: only the proxy (the fake server) can answer.
+    env.setenv("HUGGINGFACE_API_ENDPOINT", "http://hf-api.invalid/hf-inference")
+    env.setenv("HTTP_PROXY", hf.base_url)
+    env.delenv("NO_PROXY", raising=False)
+    env.delenv("no_proxy", raising=False)
+    hf.on(PATH, labels_for)
+    if many:
+        summary, records, _ = batch(items_from_list([{"text": f"t{i}"} for i in range(5)]))
+        assert summary["succeeded"] == 5, records
+    else:
+        reply = invoke({"model": MODEL, "text": "t0", "candidate_labels": "a, b"}).reply
+        assert reply["success"], reply
+    assert hf.requests and {r.headers["host"] for r in hf.requests} == {"hf-api.invalid"}
+
+
 def test_feature_extraction_texts_go_in_chunks(env, hf):
     model = "sentence-transformers/all-MiniLM-L6-v2"
     path = f"/models/{model}/pipeline/feature-extraction"

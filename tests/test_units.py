@@ -218,6 +218,47 @@ def test_rate_spacing_is_bounded_by_the_deadline():
     assert asyncio.run(main()) == 0
 
 
+def test_a_retry_goes_before_the_requests_already_waiting():
+    async def main():
+        limiter = AdaptiveLimiter(start=1, cap=1)
+        order: list[str] = []
+
+        async def request(name: str, retry: bool = False) -> None:
+            async with limiter.attempt(Deadline(5), retry=retry):
+                order.append(name)
+                await asyncio.sleep(0)
+
+        async with limiter.attempt(Deadline(5)):  # the one slot is taken
+            waiting = [asyncio.ensure_future(request(f"new {i}")) for i in range(3)]
+            await asyncio.sleep(0.01)
+            waiting.append(asyncio.ensure_future(request("retry", retry=True)))
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*waiting)
+        return order, limiter.in_flight, len(limiter._waiters)
+
+    order, in_flight, waiters = asyncio.run(main())
+    assert order == ["retry", "new 0", "new 1", "new 2"]
+    assert (in_flight, waiters) == (0, 0)
+
+
+def test_a_cancelled_waiter_leaves_the_line():
+    async def main():
+        limiter = AdaptiveLimiter(start=1, cap=1)
+        async with limiter.attempt(Deadline(5)):
+            waiters = [
+                asyncio.ensure_future(limiter.attempt(Deadline(5), retry=i % 2 == 0).__aenter__())
+                for i in range(4)
+            ]
+            await asyncio.sleep(0.01)
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        async with limiter.attempt(Deadline(1)):  # the slot is free, nobody is in line
+            return limiter.in_flight, len(limiter._waiters)
+
+    assert asyncio.run(main()) == (1, 0)
+
+
 # -- the coalescer -----------------------------------------------------------------------------
 
 
