@@ -395,12 +395,18 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     try:
         handled = asyncio.run(main())
+    except KeyboardInterrupt:  # the second Ctrl-C
+        progress.close()
+        sys.stderr.write(
+            "Quit: the items not written by now are in neither the output nor the continuation.\n"
+        )
+        return EXIT_INTERRUPTED
     finally:
         progress.close()
     result = handled.reply
     sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")  # the error is logged too
     if interrupt.signalled:
-        return EXIT_INTERRUPTED
+        return 128 + interrupt.signalled  # 130 for Ctrl-C, 143 for SIGTERM
     return EXIT_OK if handled.ok else EXIT_FAILED
 
 
@@ -409,19 +415,21 @@ class Interrupt:
     goes to the continuation, the summary is printed. A second Ctrl-C quits at once."""
 
     def __init__(self) -> None:
-        self.signalled = False
+        self.signalled = 0  # the signal's number
         self._engine: Any = None
 
     def install(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.fire)
+            loop.add_signal_handler(sig, self.fire, sig)
 
-    def fire(self) -> None:
-        self.signalled = True
+    def fire(self, sig: int) -> None:
+        self.signalled = sig
         asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
         sys.stderr.write(
-            "\nStopping: unfinished items go to the continuation (Ctrl-C again quits)\n"
+            "\nStopping: answered items are written; the others, and the rest of the input not "
+            "read yet, go to the continuation (this can take a while). Ctrl-C again quits at "
+            "once, losing what is not written by then.\n"
         )
         if self._engine is not None:
             self._engine.stop("interrupted")
@@ -456,9 +464,16 @@ class Progress:
         self.started = self.last = time.monotonic()
         self.shown = -1
         self.latest: Any = None
+        self.stop_said = False
 
     def update(self, summary: Any, *, final: bool = False) -> None:
         self.latest = summary
+        if summary.stopped == "deadline" and not self.stop_said:
+            self.stop_said = True
+            self.stream.write(
+                ("\n" if self.tty else "") + "The --timeout has come: unfinished items, and the "
+                "rest of the input not read yet, go to the continuation.\n"
+            )
         done = summary.succeeded + summary.failed
         seen = done + summary.continued
         now = time.monotonic()

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import json
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from function.client import ApiResponse, Deadline, Fetcher
@@ -51,7 +51,9 @@ class Coalescer:
         known = self._answers.get(key)
         if known is not None:
             self._answers.move_to_end(key)
-            return await asyncio.shield(known)
+            answer = await asyncio.shield(known)
+            # Sent once: what it cost is counted once, on the first item that asked.
+            return replace(answer, usage=Usage(compute_type=answer.usage.compute_type), attempts=0)
         future: asyncio.Future[ApiResponse] = asyncio.get_running_loop().create_future()
         self._answers[key] = future
         try:
@@ -112,7 +114,9 @@ class Coalescer:
             # Not one answer per text: let the task's reader say what came back.
             return ApiResponse(body, answer.usage, answer.attempts, answer.size)
         share = answer.size // max(1, len(chunk.texts))
-        return ApiResponse(body[position], answer.usage, answer.attempts, share)
+        return ApiResponse(
+            body[position], _part(answer.usage, chunk.texts, position), answer.attempts, share
+        )
 
     def _flush(
         self, group: str, url: str, payload: Any, model: str, wait: bool, deadline: Deadline
@@ -168,6 +172,19 @@ def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
     else:
         future.set_exception(exc)
         future.exception()  # retrieved: no "never retrieved" warning when nobody shares it
+
+
+def _part(usage: Usage, texts: list[Any], position: int) -> Usage:
+    """One text's part of what a chunk cost, by its share of the chunk's characters."""
+    if usage.characters is None and usage.compute_time_s is None:
+        return usage
+    sizes = [len(t) if isinstance(t, str) else 1 for t in texts]
+    fraction = sizes[position] / max(1, sum(sizes))
+    return Usage(
+        characters=None if usage.characters is None else round(usage.characters * fraction),
+        compute_time_s=None if usage.compute_time_s is None else usage.compute_time_s * fraction,
+        compute_type=usage.compute_type,
+    )
 
 
 def _joined(first: ApiResponse, second: ApiResponse) -> ApiResponse:

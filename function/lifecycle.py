@@ -224,13 +224,21 @@ class Lifecycle:
         return done
 
     async def run_one(
-        self, fields: Mapping[str, Any], client: Fetcher, base: Mapping[str, Any] | None = None
+        self,
+        fields: Mapping[str, Any],
+        client: Fetcher,
+        base: Mapping[str, Any] | None = None,
+        shared: Mapping[str, Any] | None = None,
     ) -> Outcome:
         """Merge, validate and run one inference; never raises. `fields` lie over the run
-        config, or over `base` (a batch's run config and shared fields)."""
+        config, or over `base` (a batch's run config and `shared` fields); a batch item
+        that names its own run config starts from that one, under the shared fields."""
         model: str | None = None
         started = time.monotonic()
         try:
+            if base is not None and fields.get("run_config") is not None:
+                own = {**(shared or {}), "run_config": fields["run_config"]}
+                base = merge_inputs(own, self.settings, paths=self.paths)
             merged = (
                 overlay(base, fields)
                 if base is not None
@@ -381,7 +389,7 @@ class Lifecycle:
         limiter = AdaptiveLimiter(cap=plan.options.concurrency, rate=plan.options.rate)
         async with self._client(plan.options, limiter) as client:
             engine = BatchRun(
-                lambda item: self.run_one(item.fields, client, base),
+                lambda item: self.run_one(item.fields, client, base, plan.shared),
                 plan.output,
                 plan.continuation,
                 stop_at=self.work,

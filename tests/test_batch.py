@@ -355,3 +355,59 @@ def test_handler_batch_without_output_goes_under_the_results(env, hf, tmp_path):
 def test_handler_batch_input_errors(env, hf, event, message):
     envelope = invoke(event).reply
     assert envelope["success"] is False and message in envelope["error"]
+
+
+def test_an_item_naming_a_run_config_starts_from_it_and_a_missing_one_fails_alone(
+    env, hf, tmp_path
+):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "default.json").write_text(json.dumps({"model": MODEL, "candidate_labels": "d"}))
+    (configs / "other.json").write_text(
+        json.dumps({"model": "org/other", "candidate_labels": "x, y"})
+    )
+    env.setenv("RUN_CONFIG_DIR", str(configs))
+    hf.on(PATH, labels_for)
+    hf.on("/models/org/other", labels_for)
+    items = [
+        {"id": 0, "text": "a"},
+        {"id": 1, "text": "b", "run_config": "other"},
+        {"id": 2, "text": "c", "run_config": "nosuch"},
+    ]
+    _summary, records, _ = batch(items_from_list(items))
+    assert [r["model"] for r in records[:2]] == [MODEL, "org/other"]
+    assert [r["success"] for r in records] == [True, True, False]
+    assert "no run config named 'nosuch'" in records[2]["error"]
+    (other,) = hf.seen("/models/org/other")
+    assert other.json["parameters"]["candidate_labels"] == ["x", "y"]
+
+
+def test_what_a_batch_cost_is_counted_once_per_request(env, hf):
+    def billed(request: Seen) -> Reply:
+        reply = labels_for(request)
+        return Reply(200, reply.body, {"x-compute-characters": str(len(request.body))})
+
+    hf.on(PATH, billed)
+    items = [{"text": f"t{i % 3}"} for i in range(30)]  # 3 texts, each 10 times
+    summary, _records, _ = batch(items_from_list(items))
+    assert len(hf.requests) == 3
+    assert summary["characters"] == sum(len(r.body) for r in hf.requests)
+
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    path = f"/models/{model}/pipeline/feature-extraction"
+    hf.requests.clear()
+    hf.on(
+        path,
+        lambda request: Reply(
+            200,
+            [[1.0] for _ in request.json["inputs"]],
+            {"x-compute-characters": str(sum(len(t) for t in request.json["inputs"]))},
+        ),
+    )
+    texts = ["x" * (i + 1) for i in range(20)]
+    summary, _records, _ = batch(
+        items_from_list([{"text": t} for t in texts]),
+        batch_size=8,
+        shared={"model": model, "task": "feature-extraction", "candidate_labels": None},
+    )
+    assert summary["characters"] == sum(len(t) for t in texts)  # not 8 times over

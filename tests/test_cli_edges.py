@@ -226,7 +226,7 @@ def test_an_interrupted_batch_writes_what_it_has_and_continues_the_rest(hf, resu
         time.sleep(0.05)
     process.send_signal(sig)
     stdout, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130, stderr
+    assert process.returncode == 128 + sig, stderr  # 130 for Ctrl-C, 143 for SIGTERM
     summary = json.loads(stdout.splitlines()[-1])
     assert summary["stopped"] == "interrupted"
     written = [r["id"] for r in jsonl(out)]
@@ -453,3 +453,25 @@ def test_botocore_debug_logs_never_show_a_stored_token(hf, results, moto_endpoin
     assert "SecretString" in done.stderr  # botocore logged the answer...
     assert TOKEN not in done.stderr and TOKEN[3:20] not in done.stderr  # ...masked
     assert hf.requests[0].headers["authorization"] == f"Bearer {TOKEN}"  # newline stripped
+
+
+def test_a_continuation_of_a_batch_with_a_run_config_resumes_with_it(hf, results, tmp_path):
+    config = tmp_path / "myjob.json"
+    config.write_text(json.dumps({"model": "org/custom", "candidate_labels": "x, y"}))
+    hf.on("/models/org/custom", lambda r: Reply(200, labels_for(r).body, delay=0.3))
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(json.dumps(f"t{i}") + "\n" for i in range(40)))
+    args = ("batch", "--config", str(config), "--concurrency", "2", "--timeout", "1.5")
+    first = cli(*args, "--input", str(source), "--output", str(out), hf=hf, results=results)
+    assert "The --timeout has come" in first.stderr
+    rest = tmp_path / "out.continuation.jsonl"
+    assert jsonl(rest)
+    hf.on("/models/org/custom", labels_for)
+    out2 = tmp_path / "out2.jsonl"
+    second = cli("batch", "--input", str(rest), "--output", str(out2), hf=hf, results=results)
+    assert second.returncode == 0, second.stderr
+    records = jsonl(out) + jsonl(out2)
+    assert sorted(r["id"] for r in records) == list(range(40))
+    assert {r["model"] for r in records} == {"org/custom"}
+    sent = {tuple(r.json["parameters"]["candidate_labels"]) for r in hf.requests}
+    assert sent == {("x", "y")}
