@@ -10,7 +10,8 @@ Every item ends as exactly one output record or exactly one continuation line:
   are cancelled and, with the items not yet started, written to the continuation as they
   came in, with their `id` (an item without one keeps its original position).
 Memory stays flat: at most `window` items run at once, at most `REORDER x window` items
-are between reading and writing, and their answers hold at most `PENDING_BYTES`. Records
+are between reading and writing, and no new item starts while the answers waiting, plus
+those the running items will bring at the average size so far, pass `PENDING_BYTES`. Records
 go out in input order, so an item that waits (a Retry-After) holds back the ones after it;
 the items behind it keep running until the reorder bound, not just the window.
 """
@@ -226,8 +227,9 @@ Progress = Callable[[Summary], None]
 # -- the engine ---------------------------------------------------------------------------
 
 
-PENDING_BYTES = 32 * 1024 * 1024
+PENDING_BYTES = 16 * 1024 * 1024
 REORDER = 4  # finished records that may wait for an earlier item: this many windows
+NEAR_S = 1.0  # an item out of time with less than this left: the batch stops
 
 
 class BatchRun:
@@ -264,6 +266,7 @@ class BatchRun:
         self._finished: dict[int, tuple[bool, dict[str, Any]]] = {}  # seq -> (record?, line)
         self._sizes: dict[int, int] = {}  # seq -> bytes of the answer behind its record
         self._pending_bytes = 0
+        self._answers, self._answer_bytes = 0, 0  # every answer so far, for the average
         self._running: dict[int, asyncio.Task[None]] = {}
         self._next_out = 0
         self._wake = asyncio.Event()
@@ -299,7 +302,7 @@ class BatchRun:
                 while self._running and (
                     len(self._running) >= self.window
                     or seq - self._next_out >= self.window * REORDER
-                    or self._pending_bytes > PENDING_BYTES
+                    or self._over_budget()
                 ):
                     await self._settle()
                 if item.problem is not None:
@@ -326,6 +329,14 @@ class BatchRun:
             self.summary.elapsed_s = time.monotonic() - started
         return self.summary
 
+    def _over_budget(self) -> bool:
+        """Whether the answers waiting to be written, and those the running items will
+        bring (at the average size so far), would pass PENDING_BYTES."""
+        if not self._answers:
+            return False
+        average = self._answer_bytes / self._answers
+        return self._pending_bytes + average * len(self._running) > PENDING_BYTES
+
     def _start(self, seq: int, item: Item) -> None:
         task = asyncio.ensure_future(self.run_item(item))
         self._running[seq] = task
@@ -346,15 +357,20 @@ class BatchRun:
             self._finished[seq] = (True, failure_record(item, problem))
             return
         outcome = task.result()
-        if outcome.out_of_time:  # too close to the deadline to run: the batch stops
+        if outcome.out_of_time:  # the deadline came before it could finish: continued
             self._finished[seq] = (False, self.continuation_line(item))
-            self.stop("deadline")
+            # The batch stops only when the deadline is near for everyone: an item told to
+            # come back after the deadline (a long Retry-After) holds up no other.
+            if self.stop_at.remaining() < NEAR_S:
+                self.stop("deadline")
         else:
             self._finished[seq] = (True, {**outcome.envelope, "id": item.id})
             self.summary.characters += outcome.usage.characters or 0
             if outcome.size:
                 self._sizes[seq] = outcome.size
                 self._pending_bytes += outcome.size
+                self._answers += 1
+                self._answer_bytes += outcome.size
 
     def continuation_line(self, item: Item) -> dict[str, Any]:
         """The item as the next batch takes it: the batch's shared fields under its own (so

@@ -11,6 +11,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import math
 import random
 import re
 import ssl
@@ -49,6 +50,7 @@ EXCERPT_CHARS = 300
 # Do not start an attempt with less time than this left: it could not finish.
 MIN_ATTEMPT_S = 0.25
 MAX_LOADING_POLL_S = 10.0
+MAX_RETRY_AFTER_S = 900.0  # a longer Retry-After is not waited for (SQS can delay 15 min)
 
 
 class Deadline:
@@ -232,6 +234,11 @@ class HFClient:
             )
         except ResponseTooLargeError as exc:
             return exc
+        except httpx.DecodingError as exc:  # a corrupt gzip/deflate body: try again
+            return ServerError(
+                f"Model '{model}' answered with a body that cannot be decoded "
+                f"({_describe_transport_error(exc)})"
+            )
         log.debug(
             "HTTP %s from %s (attempt %d, %.0f ms)",
             answer.status,
@@ -326,7 +333,8 @@ class HFClient:
         if seen.count > self.settings.max_retries:
             return None
         if error.retry_after is not None:
-            return error.retry_after
+            # Asked to wait longer than anyone would: give up now (and say how long).
+            return error.retry_after if error.retry_after <= MAX_RETRY_AFTER_S else None
         return self._backoff(seen.count)
 
     def _backoff(self, attempt: int) -> float:
@@ -472,9 +480,11 @@ def _parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -512,6 +522,6 @@ def _excerpt(text: str) -> str:
     return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."
 
 
-def _describe_transport_error(exc: httpx.TransportError) -> str:
+def _describe_transport_error(exc: httpx.HTTPError) -> str:
     name = exc.__class__.__name__
     return _excerpt(f"{name}: {exc}" if str(exc) else name)

@@ -105,6 +105,8 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as " + DEFAULT_ENDPOINT)
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query string or fragment")
+        if parts.username or parts.password:
+            raise ValueError("must not carry a user name or password (the token authenticates)")
         return value
 
     @model_validator(mode="after")

@@ -411,3 +411,36 @@ def test_what_a_batch_cost_is_counted_once_per_request(env, hf):
         shared={"model": model, "task": "feature-extraction", "candidate_labels": None},
     )
     assert summary["characters"] == sum(len(t) for t in texts)  # not 8 times over
+
+
+def test_answers_waiting_behind_a_stuck_item_stay_within_the_byte_budget():
+    """Item 100 is stuck; the others finish with big answers. Once answers have come back,
+    no new item starts while the answers waiting, and those the running items will bring
+    (at the average size so far), pass PENDING_BYTES."""
+    from function.batch import PENDING_BYTES, BatchRun
+    from function.envelope import Outcome, success_envelope
+
+    size = PENDING_BYTES // 10
+    peak = {"bytes": 0}
+
+    async def main():
+        release = asyncio.Event()
+
+        async def run_item(item):
+            if item.id == 100:
+                await release.wait()
+            else:
+                await asyncio.sleep(0.001)
+            peak["bytes"] = max(peak["bytes"], engine._pending_bytes)
+            if engine._pending_bytes > 2 * PENDING_BYTES or item.id == 299:
+                release.set()
+            return Outcome(success_envelope([], is_classification=False, model="m"), size=size)
+
+        engine = BatchRun(run_item, ListWriter(), ListWriter(), stop_at=Deadline(30), window=64)
+        asyncio.get_running_loop().call_later(1.0, release.set)  # whatever happens
+        summary = await engine.run(items_from_list([{"text": f"t{i}"} for i in range(300)]))
+        return summary
+
+    summary = asyncio.run(main())
+    assert summary.succeeded == 300
+    assert peak["bytes"] <= PENDING_BYTES + size  # it used to reach a window's worth

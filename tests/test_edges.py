@@ -4,6 +4,7 @@ and the token."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -598,3 +599,46 @@ def test_a_big_local_input_is_left_where_it_stopped_with_how_to_resume(env, hf, 
     ids = [r["id"] for r in read_jsonl(out) + read_jsonl(Path(resume["output_uri"]))]
     continued = [line["id"] for line in read_jsonl(tmp_path / "out.continuation.jsonl")]
     assert sorted(ids + continued) == list(range(5000))
+
+
+def test_an_item_told_to_come_back_after_the_deadline_holds_up_no_other(env, hf, tmp_path):
+    def answer(request):
+        if request.json["inputs"] == "t5":
+            return Reply(429, {"error": "slow down"}, {"Retry-After": "100"})
+        return Reply(200, [{"label": request.json["inputs"], "score": 1.0}])
+
+    hf.on("/models/facebook/bart-large-mnli", answer)
+    summary = invoke({"text": [f"t{i}" for i in range(30)]}, remaining_ms=4000).reply
+    assert summary.get("stopped") is None, summary
+    assert summary["succeeded"] == 29 and summary["continued"] == 1
+
+
+@pytest.mark.parametrize("value", ["inf", "1e308", "Wed, 21 Oct 2099 07:28:00 GMT"])
+def test_a_retry_after_no_one_would_wait_for_is_not_waited_for(env, hf, value):
+    env.setenv("HF_DEFAULT_BUDGET", "inf")  # no deadline, as a CLI batch without --timeout
+    env.setenv("HF_MAX_RETRIES", "1")
+    hf.on("/models/facebook/bart-large-mnli", Reply(429, {"error": "no"}, {"Retry-After": value}))
+    from function.lifecycle import cli_invocation, handle
+
+    run = handle(cli_invocation("cli", {"text": "x"}))
+    handled = asyncio.run(asyncio.wait_for(run, 10))  # it used to sleep forever
+    assert handled.reply["success"] is False and "HTTP 429" in handled.reply["error"]
+
+
+def test_a_body_that_cannot_be_decoded_is_an_upstream_failure_that_is_retried(env, hf):
+    hf.on(
+        "/models/facebook/bart-large-mnli",
+        Reply(200, b"not gzip at all", {"Content-Encoding": "gzip"}),
+        Reply(200, [{"label": "a", "score": 1.0}]),
+    )
+    envelope = invoke({"text": "x"}).reply
+    assert envelope["success"], envelope["error"]
+    assert len(hf.requests) == 2
+
+
+def test_an_endpoint_with_a_password_in_it_is_refused(env, hf):
+    env.setenv("HUGGINGFACE_API_ENDPOINT", "http://user:pw@127.0.0.1:9/hf-inference")
+    envelope = invoke({"text": "x"}).reply
+    assert envelope["success"] is False
+    assert "must not carry a user name or password" in envelope["error"]
+    assert "pw@" not in envelope["error"]
