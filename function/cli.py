@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_flags(run)
     run.add_argument(
+        "--fallback",
+        metavar="M",
+        action="append",
+        help="a model to try when the one before it fails in a way another could fix "
+        "(not served, loading, overloaded, out of credits); repeat, in order",
+    )
+    run.add_argument(
         "--event",
         metavar="FILE",
         type=Path,
@@ -132,6 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=32,
         help="texts per feature-extraction request (default 32)",
     )
+    compare = commands.add_parser(
+        "compare",
+        parents=[verbose],
+        help="run the same input on several models or providers at once, side by side",
+        description=(
+            "Run the same input (the run config, overridden by these flags) on every --model "
+            "at once and print a table: model, success, the top label and score or the start "
+            "of the text, latency and usage."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=COMPARE_EPILOG,
+    )
+    _add_run_flags(compare, models=True)
+    compare.add_argument(
+        "--json", action="store_true", help="print the records as JSON lines instead"
+    )
     history = commands.add_parser(
         "history",
         parents=[verbose],
@@ -177,14 +200,49 @@ error, 130 interrupted.
 """
 
 
-def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+COMPARE_EPILOG = """\
+examples:
+  hf-run-job compare --text "Refund not received" \\
+      --model facebook/bart-large-mnli --model MoritzLaurer/deberta-v3-base-zeroshot-v2.0
+  hf-run-job compare --task text-generation --text "What is deep learning?" \\
+      --model meta-llama/Llama-3.1-8B-Instruct:groq \\
+      --model meta-llama/Llama-3.1-8B-Instruct:together
+
+Exit status: 0 every model succeeded, 1 one or more failed, 2 usage error.
+"""
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, *, models: bool = False) -> None:
     parser.add_argument(
         "--config",
         metavar="NAME|PATH",
         help="run config name in run_config/, or a path (default: $RUN_CONFIG, else 'default')",
     )
-    parser.add_argument("--model", metavar="M", help="model id, e.g. facebook/bart-large-mnli")
+    if models:
+        parser.add_argument(
+            "--model",
+            metavar="M",
+            action="append",
+            dest="models",
+            required=True,
+            help="a model to compare (repeat): an id, or id:provider such as "
+            "meta-llama/Llama-3.1-8B-Instruct:groq",
+        )
+    else:
+        parser.add_argument("--model", metavar="M", help="model id, e.g. facebook/bart-large-mnli")
     parser.add_argument("--text", metavar="T", help="the input text")
+    parser.add_argument(
+        "--provider",
+        metavar="P",
+        help="text-generation: the router's provider (groq, together, ...), a policy "
+        "(fastest, cheapest), or auto (the default: your order on huggingface.co)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        metavar="NAME",
+        help="run on a named endpoint (one of HF_ENDPOINTS)",
+    )
+    parser.add_argument("--system", metavar="S", help="text-generation: a system prompt")
     parser.add_argument(
         "--label",
         metavar="L",
@@ -237,10 +295,12 @@ def overrides_from_args(
     args: argparse.Namespace, parser: argparse.ArgumentParser
 ) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
-    for name in ("model", "text", "task", "wait_for_model"):
-        value = getattr(args, name)
+    for name in ("model", "text", "task", "wait_for_model", "provider", "endpoint", "system"):
+        value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
+    if getattr(args, "fallback", None):
+        overrides["fallback"] = args.fallback
     if args.config:
         overrides["run_config"] = args.config
     if args.labels:
@@ -288,6 +348,8 @@ def _main(argv: list[str] | None) -> int:
     _configure_logging(getattr(args, "verbose", 0))
     if args.command == "batch":
         return _batch(args, parser)
+    if args.command == "compare":
+        return _compare(args, parser)
     if args.command == "history":
         return _history(args)
     if args.command == "show":
@@ -318,6 +380,64 @@ def _run(overrides: dict[str, Any], timeout: float | None) -> int:
     handled = asyncio.run(handle(cli_invocation("cli", overrides), timeout=timeout))
     _print(handled.reply)
     return EXIT_OK if handled.ok else EXIT_FAILED
+
+
+def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from function.lifecycle import cli_invocation, handle
+
+    overrides = {**overrides_from_args(args, parser), "compare": args.models}
+    handled = asyncio.run(handle(cli_invocation("cli", overrides), timeout=args.timeout))
+    summary = handled.reply
+    if "results" not in summary:  # the comparison could not start: its failure envelope
+        _print(summary)
+        return EXIT_FAILED
+    if args.json:
+        for record in summary["results"]:
+            print(json.dumps(record, ensure_ascii=False))
+    else:
+        print(_table(summary["results"]))
+    return EXIT_OK if handled.ok else EXIT_FAILED
+
+
+def _table(records: list[dict[str, Any]]) -> str:
+    """One line per model: model, ok, what it found, latency, usage."""
+    rows = [("model", "ok", "result", "latency", "usage")]
+    for record in records:
+        usage = record.get("usage") or {}
+        spent = ", ".join(f"{k} {v}" for k, v in usage.items())
+        rows.append(
+            (
+                str(record["id"] if isinstance(record["id"], str) else record["model"]),
+                "yes" if record["success"] else "no",
+                _found(record),
+                f"{record['latency_ms']} ms",
+                spent,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + "  "
+        + row[4]
+        for row in rows
+    )
+
+
+def _found(record: dict[str, Any]) -> str:
+    """The top label and score, or the first 60 characters of the text, or the error."""
+    if not record["success"]:
+        return _clip(f"error: {record['error']}")
+    result = record["result"]
+    if isinstance(result, list) and result and isinstance(result[0], dict) and "label" in result[0]:
+        return f"{result[0]['label']} ({result[0]['score']:.2f})"
+    if isinstance(result, dict) and isinstance(result.get("generated_text"), str):
+        return _clip(result["generated_text"])
+    return _clip(json.dumps(result, ensure_ascii=False))
+
+
+def _clip(text: str, size: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= size else text[: size - 3] + "..."
 
 
 def _run_event(path: Path, parser: argparse.ArgumentParser, verbosity: int) -> int:

@@ -17,7 +17,7 @@ import re
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,13 +32,14 @@ from function.errors import (
     ConnectionFailedError,
     ModelLoadingError,
     NotFoundError,
+    PaymentRequiredError,
     RateLimitedError,
     ResponseTooLargeError,
     ServerError,
     UpstreamError,
     UpstreamTimeoutError,
 )
-from function.redact import redact, redact_bytes, redact_value, remember
+from function.redact import redact, redact_bytes, redact_value
 from function.settings import Settings
 
 if TYPE_CHECKING:
@@ -75,6 +76,14 @@ class Deadline:
     def remaining(self) -> float:
         return max(0.0, self.at - self._clock())
 
+    def share(self, parts: int, minimum: float) -> Deadline:
+        """One of `parts` equal shares of the time left, at least `minimum`, never later
+        than this deadline."""
+        share = Deadline(0.0, self._clock)
+        remaining = self.remaining()
+        share.at = self._clock() + min(remaining, max(minimum, remaining / max(1, parts)))
+        return share
+
     def before(self, seconds: float) -> Deadline:
         """A deadline `seconds` earlier (time kept back to store results and reply)."""
         earlier = Deadline(0.0, self._clock)
@@ -90,12 +99,32 @@ class ApiResponse:
     size: int = 0  # bytes of the answer, for caches that keep it
 
 
+@dataclass(frozen=True)
+class Access:
+    """On whose behalf a request goes: the bearer token (never in a repr) and, on Hugging
+    Face's hosts, the organization that pays (`X-HF-Bill-To`)."""
+
+    token: str | None = field(default=None, repr=False)
+    bill_to: str | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request as a value: where it goes, its JSON payload, and on whose behalf."""
+
+    url: str
+    payload: Any
+    model: str  # for messages
+    wait_for_model: bool = True
+    access: Access = Access()
+    # A dedicated endpoint scaled to zero answers 503 while it starts: wait as for a cold model.
+    starts_on_503: bool = False
+
+
 class Fetcher(Protocol):
     """What a task run needs of the API: `HFClient`, or a batch's coalescer in front of it."""
 
-    async def post_json(
-        self, url: str, payload: Any, *, model: str, wait_for_model: bool, deadline: Deadline
-    ) -> ApiResponse: ...
+    async def post_json(self, call: Call, deadline: Deadline) -> ApiResponse: ...
 
 
 @dataclass
@@ -162,38 +191,33 @@ class HFClient:
     """Posts JSON to the Inference API and returns the parsed answer, or raises UpstreamError."""
 
     def __init__(
-        self,
-        settings: Settings,
-        http: httpx.AsyncClient,
-        token: str | None,
-        limiter: AdaptiveLimiter | None = None,
+        self, settings: Settings, http: httpx.AsyncClient, limiter: AdaptiveLimiter | None = None
     ) -> None:
         self.settings = settings
         self.http = http
-        self._secret = token
-        remember(token)
         self.limiter = limiter
         self._urls: dict[str, httpx.URL] = {}  # parsed once: parsing costs more than sending
 
-    async def post_json(
-        self, url: str, payload: Any, *, model: str, wait_for_model: bool, deadline: Deadline
-    ) -> ApiResponse:
+    async def post_json(self, call: Call, deadline: Deadline) -> ApiResponse:
+        model = call.model
         headers = {"Content-Type": "application/json"}
-        if self._secret:
-            headers["Authorization"] = f"Bearer {self._secret}"
-        if wait_for_model:
+        if call.access.token:
+            headers["Authorization"] = f"Bearer {call.access.token}"
+        if call.access.bill_to:
+            headers["X-HF-Bill-To"] = call.access.bill_to
+        if call.wait_for_model:
             headers["X-Wait-For-Model"] = "true"
-        content = json.dumps(payload, ensure_ascii=False).encode()
+        content = json.dumps(call.payload, ensure_ascii=False).encode()
         seen = _Attempts()
         while True:
             remaining = deadline.remaining()
             if remaining < MIN_ATTEMPT_S:
                 raise self._out_of_time(model, seen)
             seen.count += 1
-            result = await self._attempt(url, content, headers, deadline, model, seen)
+            result = await self._attempt(call, content, headers, deadline, seen)
             if isinstance(result, ApiResponse):
                 return result
-            delay = self._retry_delay(result, wait_for_model, seen, deadline)
+            delay = self._retry_delay(result, call.wait_for_model, seen, deadline)
             if delay is None:
                 raise self._final(result, seen)
             if delay > deadline.remaining() - MIN_ATTEMPT_S:
@@ -210,14 +234,14 @@ class HFClient:
 
     async def _attempt(
         self,
-        url: str,
+        call: Call,
         content: bytes,
         headers: dict[str, str],
         deadline: Deadline,
-        model: str,
         seen: _Attempts,
     ) -> ApiResponse | UpstreamError:
         """One request: the parsed answer, or the error it came to."""
+        url, model = call.url, call.model
         started = time.monotonic()
         try:
             answer = await self._send(url, content, headers, deadline, retry=seen.count > 1)
@@ -255,7 +279,7 @@ class HFClient:
                 body = redact_value(body)
             return ApiResponse(body, _usage(answer), seen.count, len(answer.content))
         seen.last_status = answer.status
-        return self._error_from_response(answer, model)
+        return self._error_from_response(answer, call)
 
     async def _send(
         self, url: str, content: bytes, headers: dict[str, str], deadline: Deadline, *, retry: bool
@@ -379,8 +403,8 @@ class HFClient:
 
     # -- error mapping --------------------------------------------------------------------
 
-    def _error_from_response(self, response: Answer, model: str) -> UpstreamError:
-        status = response.status
+    def _error_from_response(self, response: Answer, call: Call) -> UpstreamError:
+        status, model = response.status, call.model
         message = _api_message(response)
         said = f": {message}" if message else ""
         if status in (401, 403):
@@ -388,6 +412,21 @@ class HFClient:
                 f"Hugging Face refused the token (HTTP {status}){said}. "
                 "Check HUGGINGFACE_API_KEY: it must be a valid token with the "
                 "'Make calls to Inference Providers' permission.",
+                status=status,
+            )
+        if status == 402:
+            return PaymentRequiredError(
+                f"The Hugging Face account's credits are used up (HTTP 402){said}. Add "
+                "credits or a payment method at https://huggingface.co/settings/billing, or "
+                "set HF_BILL_TO to an organization that pays.",
+                status=status,
+            )
+        if status == 404 and "provider" in message.lower():
+            return NotFoundError(
+                f"Model '{model}' is not served by any provider you have enabled "
+                f"(HTTP 404){said}. Enable one at "
+                "https://huggingface.co/settings/inference-providers, or name one "
+                "(provider: 'groq', or a model suffix such as ':together').",
                 status=status,
             )
         if status == 404:
@@ -410,6 +449,13 @@ class HFClient:
             )
         if status == 503:
             estimate = _estimated_time(response)
+            if call.starts_on_503 and estimate is None:
+                return ModelLoadingError(
+                    f"The endpoint for model '{model}' is starting (HTTP 503){said}. "
+                    "Try again shortly.",
+                    status=status,
+                    retry_after=retry_after,
+                )
             if estimate is not None or "loading" in message.lower():
                 return ModelLoadingError(
                     f"Model is currently loading. Estimated time: {estimate or 0:.0f} seconds. "
@@ -460,6 +506,8 @@ def _api_message(response: Answer) -> str:
     if isinstance(body, dict):
         for key in ("error", "message", "detail", "errors"):
             value = body.get(key)
+            if isinstance(value, dict) and isinstance(value.get("message"), str):
+                value = value["message"]  # OpenAI-style: {"error": {"message", "type"}}
             if value:
                 if isinstance(value, list):
                     value = "; ".join(str(v) for v in value)
@@ -505,6 +553,7 @@ def _usage(response: Answer) -> Usage:
         characters=number("x-compute-characters", int),
         compute_time_s=number("x-compute-time", float),
         compute_type=headers.get("x-compute-type"),
+        provider=headers.get("x-inference-provider"),
     )
 
 

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from function.client import ApiResponse, Deadline, Fetcher
+from function.client import ApiResponse, Call, Deadline, Fetcher
 from function.envelope import Usage
 from function.errors import ResponseTooLargeError
 
@@ -43,11 +43,9 @@ class Coalescer:
         self._sending: set[asyncio.Task[None]] = set()
         self.sent = 0
 
-    async def post_json(
-        self, url: str, payload: Any, *, model: str, wait_for_model: bool, deadline: Deadline
-    ) -> ApiResponse:
-        body = json.dumps(payload, sort_keys=True, ensure_ascii=False)
-        key = hashlib.blake2b(f"{url}\n{body}".encode(), digest_size=16).digest()
+    async def post_json(self, call: Call, deadline: Deadline) -> ApiResponse:
+        body = json.dumps(call.payload, sort_keys=True, ensure_ascii=False)
+        key = hashlib.blake2b(f"{call.url}\n{body}".encode(), digest_size=16).digest()
         known = self._answers.get(key)
         if known is not None:
             self._answers.move_to_end(key)
@@ -57,13 +55,11 @@ class Coalescer:
         future: asyncio.Future[ApiResponse] = asyncio.get_running_loop().create_future()
         self._answers[key] = future
         try:
-            if _embeddable(url, payload) and self.batch_size > 1:
-                answer = await self._embed(url, payload, model, wait_for_model, deadline)
+            if _embeddable(call) and self.batch_size > 1:
+                answer = await self._embed(call, deadline)
             else:
                 self.sent += 1
-                answer = await self.client.post_json(
-                    url, payload, model=model, wait_for_model=wait_for_model, deadline=deadline
-                )
+                answer = await self.client.post_json(call, deadline)
         except BaseException as exc:
             self._answers.pop(key, None)  # a failure is not an answer to share later
             _fail(future, exc)
@@ -93,21 +89,20 @@ class Coalescer:
             task.cancel()
         await asyncio.gather(*self._sending, return_exceptions=True)
 
-    async def _embed(
-        self, url: str, payload: Any, model: str, wait: bool, deadline: Deadline
-    ) -> ApiResponse:
-        group = f"{url}\n{json.dumps(payload.get('parameters') or {}, sort_keys=True)}"
+    async def _embed(self, call: Call, deadline: Deadline) -> ApiResponse:
+        parameters = json.dumps(call.payload.get("parameters") or {}, sort_keys=True)
+        group = f"{call.url}\n{parameters}"
         chunk = self._chunks.get(group)
         if chunk is None:
             chunk = self._chunks[group] = _Chunk()
             chunk.flusher = asyncio.get_running_loop().call_later(
-                FLUSH_AFTER_S, lambda: self._flush(group, url, payload, model, wait, deadline)
+                FLUSH_AFTER_S, lambda: self._flush(group, call, deadline)
             )
         position = len(chunk.texts)
-        chunk.texts.append(payload["inputs"])
+        chunk.texts.append(call.payload["inputs"])
         if len(chunk.texts) >= self.batch_size:
             chunk.flusher.cancel()
-            self._flush(group, url, payload, model, wait, deadline)
+            self._flush(group, call, deadline)
         answer = await asyncio.shield(chunk.answer)
         body = answer.body
         if not isinstance(body, list) or len(body) != len(chunk.texts):
@@ -118,19 +113,16 @@ class Coalescer:
             body[position], _part(answer.usage, chunk.texts, position), answer.attempts, share
         )
 
-    def _flush(
-        self, group: str, url: str, payload: Any, model: str, wait: bool, deadline: Deadline
-    ) -> None:
+    def _flush(self, group: str, call: Call, deadline: Deadline) -> None:
         chunk = self._chunks.pop(group, None)
         if chunk is None:
             return
 
         async def send(texts: list[Any]) -> ApiResponse:
             self.sent += 1
-            request = {**payload, "inputs": texts}
             try:
                 return await self.client.post_json(
-                    url, request, model=model, wait_for_model=wait, deadline=deadline
+                    replace(call, payload={**call.payload, "inputs": texts}), deadline
                 )
             except ResponseTooLargeError:
                 if len(texts) < 2:
@@ -204,9 +196,9 @@ def _sum(a: Any, b: Any) -> Any:
     return None if a is None and b is None else (a or 0) + (b or 0)
 
 
-def _embeddable(url: str, payload: Any) -> bool:
+def _embeddable(call: Call) -> bool:
     return (
-        url.endswith("/pipeline/feature-extraction")
-        and isinstance(payload, dict)
-        and isinstance(payload.get("inputs"), str)
+        call.url.endswith("/pipeline/feature-extraction")
+        and isinstance(call.payload, dict)
+        and isinstance(call.payload.get("inputs"), str)
     )

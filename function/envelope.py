@@ -43,6 +43,9 @@ class Usage:
     characters: int | None = None
     compute_time_s: float | None = None
     compute_type: str | None = None
+    provider: str | None = None  # the Inference Provider that served it (the router says)
+    prompt_tokens: int | None = None  # chat completions' `usage`
+    completion_tokens: int | None = None
 
 
 @dataclass
@@ -60,6 +63,8 @@ class Outcome:
     duration_ms: int = 0
     out_of_time: bool = False  # the deadline ended it: a batch continues the item
     size: int = 0  # bytes of the answer it was read from (a batch bounds what it holds)
+    where: str | None = None  # hf-inference, router[:provider], endpoint:NAME
+    tried: list[dict[str, Any]] | None = None  # with a fallback: every alternate tried
 
     @property
     def success(self) -> bool:
@@ -74,4 +79,5 @@ class Outcome:
             transient=exc.transient,
             http_status=exc.http_status,
             out_of_time=exc.out_of_time,
+            tried=exc.tried,
         )

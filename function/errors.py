@@ -6,6 +6,7 @@
     ├── StorageError             storage       yes    500   results, outputs, continuations
     └── UpstreamError            upstream       no    502   the API answered an error
         ├── AuthError            auth           no          401 / 403
+        ├── PaymentRequiredError payment_required no        402: credits used up
         ├── NotFoundError        not_found      no          404 / 410
         ├── BadRequestError      bad_request    no          400 / 413 / 422
         ├── BadResponseError     bad_response   no          a 2xx we cannot read
@@ -38,6 +39,7 @@ class RunJobError(Exception):
         self.message = message
         self.attempts = 0  # requests made before giving up
         self.out_of_time = False  # the deadline, not the work, ended it
+        self.tried: list[dict[str, object]] | None = None  # a fallback chain's alternates
 
 
 class InputError(RunJobError):
@@ -85,6 +87,12 @@ class UpstreamError(RunJobError):
 
 class AuthError(UpstreamError):
     kind = "auth"
+
+
+class PaymentRequiredError(UpstreamError):
+    """402: the account's credits are used up. Permanent until someone pays."""
+
+    kind = "payment_required"
 
 
 class NotFoundError(UpstreamError):

@@ -1,12 +1,34 @@
-"""One inference: validated inputs in, an Outcome (envelope, usage, attempts) out."""
+"""One inference: validated inputs in, an Outcome (envelope, usage, attempts) out.
+
+With `fallback`, the alternates are tried in order after the primary, under the one
+deadline: each gets its share of the time left (the last one all of it), none starts with
+less than `MIN_ALTERNATE_S`, and the next is tried only after a failure another model could
+fix (`MOVE_ON`). Invalid input and a refused token stop the chain at once.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import replace
+from typing import Any
 
+from function.backends import NO_TOKEN, target_for, where
 from function.client import Deadline, Fetcher
 from function.envelope import Outcome, success_envelope
-from function.errors import BadResponseError, ConfigError
+from function.errors import (
+    BadResponseError,
+    ConfigError,
+    ConnectionFailedError,
+    ModelLoadingError,
+    NotFoundError,
+    PaymentRequiredError,
+    RateLimitedError,
+    RunJobError,
+    ServerError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
 from function.inputs import RunInputs
 from function.settings import DEAD_HOST, DEFAULT_ENDPOINT, Settings
 from function.tasks import get_task, recognize, recognize_or_none
@@ -15,6 +37,18 @@ from function.tasks.base import ModelPipeline
 log = logging.getLogger(__name__)
 
 _MODEL_PIPELINE = ModelPipeline()
+MIN_ALTERNATE_S = 1.0
+# Failures another model, provider or endpoint could fix: not served, still loading, over
+# capacity or failing after retries, out of time, unreachable, out of credits.
+MOVE_ON = (
+    NotFoundError,
+    ModelLoadingError,
+    ServerError,
+    RateLimitedError,
+    UpstreamTimeoutError,
+    ConnectionFailedError,
+    PaymentRequiredError,
+)
 
 
 def check_ready(settings: Settings, token: str | None) -> None:
@@ -25,28 +59,49 @@ def check_ready(settings: Settings, token: str | None) -> None:
             f"use {DEFAULT_ENDPOINT}"
         )
     if settings.needs_token and not token:
-        raise ConfigError(
-            "No Hugging Face token: set HUGGINGFACE_API_KEY (or HF_TOKEN) to a token from "
-            "https://huggingface.co/settings/tokens, or HUGGINGFACE_API_KEY_SECRET_ARN / "
-            "HUGGINGFACE_API_KEY_PARAMETER to where it is stored"
-        )
+        raise ConfigError(NO_TOKEN)
 
 
 async def run_inference(
-    inputs: RunInputs, settings: Settings, client: Fetcher, deadline: Deadline
+    inputs: RunInputs,
+    settings: Settings,
+    client: Fetcher,
+    deadline: Deadline,
+    token: str | None,
+) -> Outcome:
+    if not inputs.fallback:
+        return await _run_on(inputs, settings, client, deadline, token)
+    chain = [inputs, *(inputs.alternate(a) for a in inputs.fallback)]
+    tried: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for position, candidate in enumerate(chain):
+        last = position == len(chain) - 1
+        share = deadline if last else deadline.share(len(chain) - position, MIN_ALTERNATE_S)
+        started = time.monotonic()
+        try:
+            outcome = await _run_on(candidate, settings, client, share, token)
+        except RunJobError as exc:
+            tried.append(_attempt(candidate, exc.kind, started))
+            failures.append(f"{candidate.model}: {exc.message}")
+            if last or not isinstance(exc, MOVE_ON) or deadline.remaining() < MIN_ALTERNATE_S:
+                raise _chain_failed(exc, failures, tried, out_of_time=last) from None
+            log.info("Model %s failed (%s); trying the next alternate", candidate.model, exc.kind)
+            continue
+        tried.append(_attempt(candidate, None, started))
+        return replace(outcome, tried=tried)
+    raise AssertionError("unreachable: the last alternate returns or raises")
+
+
+async def _run_on(
+    inputs: RunInputs, settings: Settings, client: Fetcher, deadline: Deadline, token: str | None
 ) -> Outcome:
     named = get_task(inputs.task) if inputs.task else None
     request = named or _MODEL_PIPELINE
-    answer = await client.post_json(
-        request.url(settings.huggingface_api_endpoint, inputs.model),
-        request.payload(inputs),
-        model=inputs.model,
-        wait_for_model=inputs.wait_for_model,
-        deadline=deadline,
-    )
+    target = target_for(inputs, settings, token)
+    answer = await client.post_json(request.call(inputs, target), deadline)
     task = named or recognize(answer.body)
     try:
-        result = task.parse(answer.body)
+        result = task.read(answer.body, inputs)
     except BadResponseError as exc:
         looks_like = recognize_or_none(answer.body)
         if looks_like is not None and looks_like is not task:
@@ -56,12 +111,44 @@ async def run_inference(
                 + (" (candidate_labels: null drops the labels)" if inputs.labels else "")
             )
         raise
+    prompt, completion = task.tokens(answer.body)
+    usage = replace(
+        answer.usage,
+        provider=answer.usage.provider or inputs.routed_provider,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+    )
     return Outcome(
         envelope=success_envelope(
             result, is_classification=task.is_classification, model=inputs.model
         ),
         task=task.name,
         attempts=answer.attempts,
-        usage=answer.usage,
+        usage=usage,
         size=answer.size,
+        where=where(inputs),
     )
+
+
+def _attempt(inputs: RunInputs, error_kind: str | None, started: float) -> dict[str, Any]:
+    """One alternate's try, for the run record."""
+    return {
+        "model": inputs.model,
+        "where": where(inputs),
+        "error_kind": error_kind,
+        "duration_ms": round((time.monotonic() - started) * 1000),
+    }
+
+
+def _chain_failed(
+    last: RunJobError, failures: list[str], tried: list[dict[str, Any]], *, out_of_time: bool
+) -> RunJobError:
+    """The last alternate's error (its kind decides retry or not), naming every failure."""
+    if len(failures) > 1:
+        last.message = f"All {len(failures)} models failed: " + "; ".join(failures)
+        last.args = (last.message,)
+    last.out_of_time = last.out_of_time and out_of_time
+    last.tried = tried
+    if isinstance(last, UpstreamError):
+        last.attempts = last.attempts or 1
+    return last

@@ -6,12 +6,20 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from function.errors import InputError
-from function.settings import Settings
+from function.settings import ENDPOINT_NAME, Settings
 
 TaskName = Literal[
     "zero-shot-classification",
@@ -43,6 +51,91 @@ def check_model_id(value: str) -> str:
     return value
 
 
+# The router's provider suffix (`org/name:groq`) or policy (`:fastest`): never in a URL path.
+PROVIDER_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?")
+POLICIES = ("fastest", "cheapest")
+HF_INFERENCE = "hf-inference"
+
+
+def check_model(value: str) -> str:
+    """A model id, with an optional `:provider` or `:policy` suffix (text-generation)."""
+    model, colon, suffix = value.partition(":")
+    if colon and not PROVIDER_RE.fullmatch(suffix):
+        raise ValueError(
+            f"{_echo(value)} is not a Hugging Face model id; expected 'name' or 'org/name' "
+            "made of letters, digits, '-', '_' and '.', for text-generation with an optional "
+            "':provider' suffix (letters, digits and '-')"
+        )
+    check_model_id(model)
+    return value
+
+
+def check_provider(value: str, what: str = "provider") -> str:
+    if not PROVIDER_RE.fullmatch(value):
+        raise ValueError(
+            f"{what}: {_echo(value)} is not a provider name; expected 'auto', 'hf-inference', "
+            "a provider such as 'groq' or 'together', or a policy ('fastest', 'cheapest'): "
+            "letters, digits and '-'"
+        )
+    return value.lower()
+
+
+def check_endpoint_name(value: str) -> str:
+    """An endpoint is named, never given as a URL: the token would go with the request."""
+    if "://" in value or not ENDPOINT_NAME.fullmatch(value):
+        raise ValueError(
+            f"{_echo(value)} is not an endpoint name; name one of the endpoints set in "
+            "HF_ENDPOINTS (a URL is never taken from run inputs)"
+        )
+    return value
+
+
+class ChatMessage(BaseModel):
+    """One message of a chat: `{role, content}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(min_length=1)
+
+
+class Alternate(BaseModel):
+    """Another place to run the same input (`fallback`, `compare`): a model id, or an object
+    whose `model`, `provider` and `endpoint` replace the run's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    provider: str | None = None
+    endpoint: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_id(cls, value: Any) -> Any:
+        return {"model": value} if isinstance(value, str) else value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        return check_model(value)
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, value: str | None) -> str | None:
+        return None if value is None else check_provider(value)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else check_endpoint_name(value)
+
+    @property
+    def label(self) -> str:
+        """How records name it: `model`, `model (provider)`, `model @endpoint`."""
+        where = f" ({self.provider})" if self.provider else ""
+        return self.model + where + (f" @{self.endpoint}" if self.endpoint else "")
+
+
 def _echo(value: str) -> str:
     return repr(value if len(value) <= _MAX_ECHO else value[:_MAX_ECHO] + "...")
 
@@ -59,11 +152,29 @@ class RunInputs(BaseModel):
     task: TaskName | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, Any] | None = None
+    # Where the model runs: a provider of the router (text-generation), or a named endpoint.
+    provider: str | None = None
+    endpoint: str | None = None
+    # text-generation: a system prompt before `text`, or the whole conversation.
+    system: str | None = Field(default=None, min_length=1)
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1)
+    # Alternates tried in order when the model fails in a way another could fix.
+    fallback: list[Alternate] | None = None
 
     @field_validator("model")
     @classmethod
     def _model_id(cls, value: str) -> str:
-        return check_model_id(value)
+        return check_model(value)
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, value: str | None) -> str | None:
+        return None if value is None else check_provider(value)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else check_endpoint_name(value)
 
     @field_validator("candidate_labels", mode="before")
     @classmethod
@@ -89,23 +200,59 @@ class RunInputs(BaseModel):
                 )
             return self
         _check_task_fields(task, self)
+        _check_route(task, self)
         if self.task is None:
             object.__setattr__(self, "task", task)
+        for i, alternate in enumerate(self.fallback or ()):
+            try:
+                self.alternate(alternate)
+            except ValidationError as exc:
+                raise ValueError(f"fallback[{i}]: {describe_validation_error(exc)}") from None
         return self
 
     @property
     def labels(self) -> list[str] | None:
         return self.candidate_labels or self.parameters.get("candidate_labels")
 
+    @property
+    def model_id(self) -> str:
+        """The Hub id, without a provider suffix."""
+        return self.model.partition(":")[0]
+
+    @property
+    def routed_provider(self) -> str | None:
+        """The provider or policy the router is asked for (None: the router picks)."""
+        suffix = self.model.partition(":")[2].lower() or None
+        chosen = suffix or self.provider
+        return None if chosen in (None, "auto") else chosen
+
+    def alternate(self, alternate: Alternate) -> RunInputs:
+        """The same run on another model, provider or endpoint."""
+        fields = self.model_dump(exclude={"fallback"}, exclude_none=True)
+        fields.update(alternate.model_dump(exclude_none=True))
+        for key in ("provider", "endpoint"):
+            if getattr(alternate, key) is None:
+                fields.pop(key, None)
+        return RunInputs.model_validate(fields)
+
 
 def _infer_task(inputs: RunInputs) -> str | None:
-    return implied_task({"candidate_labels": inputs.labels, "inputs": inputs.inputs})
+    fields = {name: getattr(inputs, name) for name in _IMPLYING}
+    return implied_task({**fields, "candidate_labels": inputs.labels})
 
 
 def implied_task(fields: Mapping[str, Any]) -> str | None:
     """The task that run inputs name, or imply by their fields."""
     if fields.get("task"):
         return str(fields["task"])
+    model, provider = fields.get("model"), fields.get("provider")
+    if (
+        fields.get("messages") is not None
+        or fields.get("system") is not None
+        or (isinstance(model, str) and ":" in model)
+        or (isinstance(provider, str) and provider.lower() not in ("auto", HF_INFERENCE))
+    ):
+        return "text-generation"
     parameters = fields.get("parameters")
     if fields.get("candidate_labels") or (
         isinstance(parameters, dict) and parameters.get("candidate_labels")
@@ -120,10 +267,44 @@ def implied_task(fields: Mapping[str, Any]) -> str | None:
     return None
 
 
+_IMPLYING = ("model", "provider", "system", "messages", "inputs")
 _STRUCTURED_FIELDS = {
     "question-answering": {"question": str, "context": str},
     "sentence-similarity": {"source_sentence": str, "sentences": list},
 }
+
+
+def _check_route(task: str, inputs: RunInputs) -> None:
+    """Providers and chat inputs belong to text-generation; the other tasks run on
+    hf-inference or a named endpoint."""
+    suffix = inputs.model.partition(":")[2]
+    if task == "text-generation":
+        if suffix and inputs.provider not in (None, "auto", suffix.lower()):
+            raise ValueError(
+                f"model {inputs.model!r} names provider {suffix!r}, but provider is "
+                f"{inputs.provider!r}; give one of them"
+            )
+        if (suffix or inputs.provider not in (None, "auto")) and inputs.endpoint:
+            raise ValueError("a provider and an endpoint cannot both be given; choose one")
+        if inputs.messages is not None and (inputs.text is not None or inputs.system):
+            raise ValueError(
+                "give text (with an optional system prompt) or messages, not both; a system "
+                "message goes first in messages"
+            )
+        return
+    if suffix:
+        raise ValueError(
+            f"model: a ':{suffix}' provider suffix is for text-generation; task {task!r} "
+            "runs on hf-inference or a named endpoint"
+        )
+    if inputs.provider not in (None, "auto", HF_INFERENCE):
+        raise ValueError(
+            f"provider: {inputs.provider!r} serves text-generation here; task {task!r} runs "
+            "on hf-inference (provider 'hf-inference') or a named endpoint"
+        )
+    for name in ("system", "messages"):
+        if getattr(inputs, name) is not None:
+            raise ValueError(f"{name} is only used by text-generation, not {task!r}")
 
 
 def _check_task_fields(task: str, inputs: RunInputs) -> None:
@@ -134,8 +315,9 @@ def _check_task_fields(task: str, inputs: RunInputs) -> None:
         )
     expected = _STRUCTURED_FIELDS.get(task)
     if expected is None:
-        if inputs.text is None:
-            raise ValueError(f"text is required for task {task!r}")
+        if inputs.text is None and not (task == "text-generation" and inputs.messages):
+            needed = "text or messages" if task == "text-generation" else "text"
+            raise ValueError(f"{needed} is required for task {task!r}")
         if inputs.inputs is not None:
             raise ValueError(
                 f"inputs is only used by question-answering and sentence-similarity, "
@@ -161,8 +343,36 @@ def _check_task_fields(task: str, inputs: RunInputs) -> None:
         )
 
 
-_TASK_SPECIFIC = ("task", "candidate_labels", "inputs", "parameters")
+_TASK_SPECIFIC = ("task", "candidate_labels", "inputs", "parameters", "system", "messages")
+_REPLACES = {"messages": "text", "text": "messages"}
 RUN_INPUT_FIELDS = frozenset(RunInputs.model_fields) | {"run_config"}
+
+
+MAX_COMPARED = 16
+_ALTERNATES: TypeAdapter[list[Alternate]] = TypeAdapter(
+    Annotated[list[Alternate], Field(min_length=1, max_length=MAX_COMPARED)]
+)
+
+
+def split_comparison(fields: Mapping[str, Any]) -> tuple[list[tuple[Any, dict[str, Any]]], dict]:
+    """A comparison's alternates, each as given and as the run fields it sets (a provider or
+    endpoint it does not name is removed), and the fields they share."""
+    shared = {k: v for k, v in fields.items() if k != "compare"}
+    given = fields["compare"]
+    try:
+        alternates = _ALTERNATES.validate_python(given)
+    except ValidationError as exc:
+        raise InputError("Invalid input: compare" + _located(exc)) from None
+    return [
+        (raw, {"model": a.model, "provider": a.provider, "endpoint": a.endpoint})
+        for raw, a in zip(given, alternates, strict=True)
+    ], shared
+
+
+def _located(exc: ValidationError) -> str:
+    """`.0.model: ...` or `: ...` (a problem with the list itself)."""
+    text = describe_validation_error(exc)
+    return text if text.startswith(".") else (f".{text}" if text[:1].isdigit() else f": {text}")
 
 
 def is_batch(fields: Mapping[str, Any]) -> bool:
@@ -269,6 +479,9 @@ def overlay(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, 
     if asked and asked != implied_task(merged):
         for key in _TASK_SPECIFIC:
             merged.pop(key, None)
+    for key, other in _REPLACES.items():  # a conversation replaces a text, and back
+        if key in overrides and other not in overrides:
+            merged.pop(other, None)
     for key, value in overrides.items():
         if key == "run_config":
             continue

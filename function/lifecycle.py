@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 from function.client import Deadline, Fetcher, HFClient, new_http_client
 from function.envelope import Outcome
-from function.errors import ConfigError, RunJobError
+from function.errors import ConfigError, InputError, RunJobError
 from function.inference import check_ready, run_inference
 from function.inputs import (
     merge_inputs,
     overlay,
     requested_model,
     run_config_name,
+    split_comparison,
     validate_inputs,
 )
 from function.observability import configure_logging, record_metrics, start_invocation
@@ -126,6 +127,18 @@ def _failed(error: RunJobError, request: Request, model: str | None = None) -> D
     return _done(_failure(error, model), request)
 
 
+def _usage(outcome: Outcome) -> dict[str, Any]:
+    """What an answer reported about its cost, the fields that were given."""
+    usage = {
+        "provider": outcome.usage.provider,
+        "prompt_tokens": outcome.usage.prompt_tokens,
+        "completion_tokens": outcome.usage.completion_tokens,
+        "characters": outcome.usage.characters,
+        "compute_time_s": outcome.usage.compute_time_s,
+    }
+    return {k: v for k, v in usage.items() if v is not None}
+
+
 def _done(outcome: Outcome, request: Request) -> Done:
     return Done(
         outcome.envelope,  # type: ignore[arg-type]
@@ -164,11 +177,13 @@ class Lifecycle:
             return [_done(o, r) for r, o in zip(requests, outcomes, strict=True)]
         if plan is not None:
             return [await self._batch(requests[0], plan)]
-        singles = [r for r in requests if not r.is_batch]
+        singles = [r for r in requests if not r.is_batch and not r.is_comparison]
         done = {id(r): d for r, d in zip(singles, await self._singles(singles), strict=True)}
         for request in requests:
             if request.is_batch:
                 done[id(request)] = await self._batch(request)
+            elif request.is_comparison:
+                done[id(request)] = await self._compare(request)
         return [done[id(r)] for r in requests]
 
     async def _keep_failures(self, requests: tuple[Request, ...], outcomes: list[Outcome]) -> None:
@@ -246,7 +261,7 @@ class Lifecycle:
             )
             model = requested_model(merged)
             inputs = validate_inputs(merged)
-            outcome = await run_inference(inputs, self.settings, client, self.work)
+            outcome = await run_inference(inputs, self.settings, client, self.work, self.token)
         except RunJobError as exc:
             outcome = Outcome.failed(exc, model=model)
             outcome.envelope["error"] = redact(exc.message)
@@ -267,9 +282,65 @@ class Lifecycle:
                 "attempts": outcome.attempts,
                 "duration_ms": outcome.duration_ms,
                 "characters": outcome.usage.characters,
+                "where": outcome.where,
+                "provider": outcome.usage.provider,
+                "prompt_tokens": outcome.usage.prompt_tokens,
+                "completion_tokens": outcome.usage.completion_tokens,
             },
         )
         return outcome
+
+    # -- comparisons --------------------------------------------------------------------------
+
+    async def _compare(self, request: Request) -> Done:
+        """The same input on every alternate at once: a summary with a record each (the
+        envelope, the alternate as given as `id`, `latency_ms`, `usage`). One alternate
+        failing fails none of the others."""
+        started = time.monotonic()
+        try:
+            alternates, shared = split_comparison(request.fields)
+        except InputError as exc:
+            return _failed(exc, request)
+        async with self._client() as client:
+            outcomes = await asyncio.gather(
+                *(self.run_one({**shared, **fields}, client) for _, fields in alternates)
+            )
+        self.outcomes += outcomes
+        records = [
+            {
+                **outcome.envelope,
+                "id": given,
+                "latency_ms": outcome.duration_ms,
+                "usage": _usage(outcome),
+            }
+            for (given, _), outcome in zip(alternates, outcomes, strict=True)
+        ]
+        succeeded = sum(o.success for o in outcomes)
+        summary = {
+            "total": len(records),
+            "succeeded": succeeded,
+            "failed": len(records) - succeeded,
+            "elapsed_s": round(time.monotonic() - started, 3),
+            "results": records,
+        }
+        retry = succeeded == 0 and any(o.transient for o in outcomes)
+        if not (retry and self.run_meta.trigger == "sqs"):
+            try:
+                await store(
+                    self.settings,
+                    self.run_meta,
+                    [
+                        self.run_meta.record(i, o, request.message_id)
+                        for i, o in enumerate(outcomes)
+                    ],
+                    self.deadline,
+                )
+            except RunJobError as exc:
+                log.error("Could not store the run records: %s", exc.message)
+                retry = True
+        return Done(
+            summary, retry=retry, ok=succeeded == len(records), message_id=request.message_id
+        )
 
     @asynccontextmanager
     async def _client(
@@ -281,12 +352,12 @@ class Lifecycle:
         many = batch is not None
         async with new_http_client(self.settings, max_connections=cap, many=many) as http:
             if batch is None:
-                yield HFClient(self.settings, http, self.token)
+                yield HFClient(self.settings, http)
                 return
             from function.coalescer import Coalescer
 
             coalescer = Coalescer(
-                HFClient(self.settings, http, self.token, limiter), batch_size=batch.batch_size
+                HFClient(self.settings, http, limiter), batch_size=batch.batch_size
             )
             try:
                 yield coalescer

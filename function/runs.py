@@ -3,7 +3,9 @@
 
 One record per envelope, flat so that it reads as a table:
 `run_id, item, trigger, run_config, request_id, message_id, started_at, ended_at,
-duration_ms, attempts, task, model, success, error_kind, characters, compute_time_s, envelope`.
+duration_ms, attempts, task, model, success, error_kind, characters, compute_time_s, where,
+provider, prompt_tokens, completion_tokens, tried, envelope` (`tried`: with a fallback, every
+alternate's model, where it ran, error kind and duration).
 """
 
 from __future__ import annotations
@@ -71,6 +73,11 @@ class Run:
             "error_kind": outcome.error_kind,
             "characters": outcome.usage.characters,
             "compute_time_s": outcome.usage.compute_time_s,
+            "where": outcome.where,
+            "provider": outcome.usage.provider,
+            "prompt_tokens": outcome.usage.prompt_tokens,
+            "completion_tokens": outcome.usage.completion_tokens,
+            "tried": outcome.tried,
             "envelope": envelope,
         }
 

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
+    BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from function.errors import ConfigError
 
 DEFAULT_ENDPOINT = "https://router.huggingface.co/hf-inference"
+DEFAULT_ROUTER = "https://router.huggingface.co"
 DEAD_HOST = "api-inference.huggingface.co"
 HF_ROUTER_HOST = "router.huggingface.co"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -40,6 +46,58 @@ def check_token(value: str, name: str) -> str:
     return token
 
 
+def check_base_url(value: str, example: str) -> str:
+    """An http(s) base URL without a query string or fragment, without a trailing `/`."""
+    value = value.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s) URL such as " + example)
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query string or fragment")
+    if parts.username or parts.password:
+        raise ValueError("must not carry a user name or password (the token authenticates)")
+    return value
+
+
+ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_ORG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+
+
+class Endpoint(BaseModel):
+    """A dedicated Inference Endpoint or a server of one's own (TGI, TEI, vLLM), by name.
+
+    Its token is Hugging Face's unless `token_env` names a variable that holds its own key.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    token_env: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_base_url(value, "https://xyz.endpoints.huggingface.cloud")
+
+    @field_validator("token_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            raise ValueError("token_env must be the name of an environment variable")
+        return value
+
+    def own_token(self) -> str | None:
+        """The endpoint's own key, from the variable `token_env` names (None: use the HF
+        token). A variable that is not set is a configuration error naming it."""
+        if self.token_env is None:
+            return None
+        value = os.environ.get(self.token_env, "").strip()
+        if not value:
+            raise ConfigError(f"{self.token_env} is not set; HF_ENDPOINTS names it as a token_env")
+        return check_token(value, self.token_env)
+
+
 class Settings(BaseSettings):
     """The job's configuration. Environment variable names are the field aliases."""
 
@@ -51,6 +109,14 @@ class Settings(BaseSettings):
     huggingface_api_endpoint: str = Field(
         default=DEFAULT_ENDPOINT, validation_alias="HUGGINGFACE_API_ENDPOINT"
     )
+    # LLMs (text-generation) go to the router's OpenAI-compatible chat completions route.
+    huggingface_router_url: str = Field(
+        default=DEFAULT_ROUTER, validation_alias="HUGGINGFACE_ROUTER_URL"
+    )
+    # The organization that pays for requests to Hugging Face's hosts (X-HF-Bill-To).
+    bill_to: str | None = Field(default=None, validation_alias="HF_BILL_TO")
+    # Named endpoints, as JSON: {"name": "https://..."} or {"name": {"url", "token_env"}}.
+    endpoints: dict[str, Endpoint] = Field(default_factory=dict, validation_alias="HF_ENDPOINTS")
     run_config: str = Field(default="default", validation_alias="RUN_CONFIG")
     run_config_dir: Path = Field(default=DEFAULT_RUN_CONFIG_DIR, validation_alias="RUN_CONFIG_DIR")
     request_timeout_s: float = Field(default=30.0, gt=0, validation_alias="HF_REQUEST_TIMEOUT")
@@ -99,15 +165,31 @@ class Settings(BaseSettings):
     @field_validator("huggingface_api_endpoint")
     @classmethod
     def _check_endpoint(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL such as " + DEFAULT_ENDPOINT)
-        if parts.query or parts.fragment:
-            raise ValueError("must not carry a query string or fragment")
-        if parts.username or parts.password:
-            raise ValueError("must not carry a user name or password (the token authenticates)")
-        return value
+        return check_base_url(value, DEFAULT_ENDPOINT)
+
+    @field_validator("huggingface_router_url")
+    @classmethod
+    def _check_router(cls, value: str) -> str:
+        return check_base_url(value, DEFAULT_ROUTER)
+
+    @field_validator("bill_to")
+    @classmethod
+    def _check_bill_to(cls, value: str | None) -> str | None:
+        if value is not None and not _ORG_NAME.fullmatch(value.strip()):
+            raise ValueError("must be an organization name (letters, digits, '-', '_', '.')")
+        return value.strip() if value else None
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _check_endpoints(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value  # pydantic says what was expected
+        for name in value:
+            if not isinstance(name, str) or not ENDPOINT_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{str(name)[:40]!r} is not an endpoint name (letters, digits, '-', '_', '.')"
+                )
+        return {n: {"url": v} if isinstance(v, str) else v for n, v in value.items()}
 
     @model_validator(mode="after")
     def _default_locations(self) -> Settings:
@@ -130,11 +212,16 @@ class Settings(BaseSettings):
     @property
     def needs_token(self) -> bool:
         """Hugging Face's own hosts need a token; a self-hosted server may not."""
-        return self.endpoint_host.endswith("huggingface.co")
+        return is_hf_host(self.huggingface_api_endpoint)
 
     @property
     def in_lambda(self) -> bool:
         return bool(self.lambda_function_name)
+
+
+def is_hf_host(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host == "huggingface.co" or host.endswith((".huggingface.co", ".huggingface.cloud"))
 
 
 def load_settings() -> Settings:
@@ -144,18 +231,26 @@ def load_settings() -> Settings:
     """
     try:
         return Settings()
+    except SettingsError as exc:  # a JSON setting that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = _variable(field.group(1)) if field else "a setting"
+        raise ConfigError(f"Invalid setting {name}: expected JSON") from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_input=False, include_url=False):
             field = str(err["loc"][0]) if err["loc"] else "settings"
-            alias = (
-                Settings.model_fields[field].validation_alias
-                if field in Settings.model_fields
-                else None
+            where = "".join(f"[{part!r}]" for part in err["loc"][1:])  # HF_ENDPOINTS['a']['url']
+            problems.append(
+                f"{_variable(field)}{where}: {err['msg'].removeprefix('Value error, ')}"
             )
-            if isinstance(alias, AliasChoices):
-                name = " / ".join(str(choice) for choice in alias.choices)
-            else:
-                name = alias if isinstance(alias, str) else field.upper()
-            problems.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError("Invalid setting " + "; ".join(problems)) from None
+
+
+def _variable(field: str) -> str:
+    """The environment variable(s) of a settings field."""
+    alias = (
+        Settings.model_fields[field].validation_alias if field in Settings.model_fields else None
+    )
+    if isinstance(alias, AliasChoices):
+        return " / ".join(str(choice) for choice in alias.choices)
+    return alias if isinstance(alias, str) else field.upper()

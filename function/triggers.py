@@ -35,6 +35,10 @@ class Request:
     def is_batch(self) -> bool:
         return self.problem is None and is_batch(self.fields)
 
+    @property
+    def is_comparison(self) -> bool:
+        return self.problem is None and not self.is_batch and "compare" in self.fields
+
 
 @dataclass(frozen=True)
 class Invocation:

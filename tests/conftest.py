@@ -28,6 +28,9 @@ ENV_VARS = (
     "HUGGINGFACE_API_KEY",
     "HF_TOKEN",
     "HUGGINGFACE_API_ENDPOINT",
+    "HUGGINGFACE_ROUTER_URL",
+    "HF_BILL_TO",
+    "HF_ENDPOINTS",
     "RUN_CONFIG",
     "RUN_CONFIG_DIR",
     "HF_REQUEST_TIMEOUT",
@@ -63,6 +66,7 @@ def env(monkeypatch: pytest.MonkeyPatch, hf: FakeHF, tmp_path: Path) -> pytest.M
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RESULTS_URI", str(tmp_path / "runs"))
     monkeypatch.setenv("HUGGINGFACE_API_ENDPOINT", hf.endpoint)
+    monkeypatch.setenv("HUGGINGFACE_ROUTER_URL", hf.base_url)
     monkeypatch.setenv("HUGGINGFACE_API_KEY", TOKEN)
     monkeypatch.setenv("HF_BACKOFF_BASE", "0.05")
     monkeypatch.setenv("HF_BACKOFF_MAX", "0.2")

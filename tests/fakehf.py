@@ -31,6 +31,7 @@ REFERENCE_DIR = Path(
 )
 RECORDINGS_DIR = REFERENCE_DIR / "recorded-responses"
 PREFIX = "/hf-inference"
+CHAT = "/v1/chat/completions"
 LEGACY_PREFIX = "legacy-api-inference__InferenceClientVCRTest.test_"
 ROUTER_PREFIX = "router__TestInferenceClient.test_"
 
@@ -142,14 +143,22 @@ class FakeHF:
         """What HUGGINGFACE_API_ENDPOINT should be set to."""
         return self.base_url + PREFIX
 
-    def on(self, path: str, *replies: Reply | Handler) -> None:
-        """Script the replies for a path below the endpoint, e.g. `/models/org/name`; a
+    def on(self, path: str, *replies: Reply | Handler, prefix: str = PREFIX) -> None:
+        """Script the replies for a path below the endpoint, e.g. `/models/org/name` (with
+        `prefix=""`, below the server's root: the router's `/v1/chat/completions`); a
         reply may be a function of the request."""
         with self._lock:
-            self._scripts[PREFIX + path] = list(replies)
+            self._scripts[prefix + path] = list(replies)
 
-    def seen(self, path: str) -> list[Seen]:
-        return [r for r in self.requests if r.path == PREFIX + path]
+    def seen(self, path: str, prefix: str = PREFIX) -> list[Seen]:
+        return [r for r in self.requests if r.path == prefix + path]
+
+    def on_chat(self, *replies: Reply | Handler) -> None:
+        """The router's chat completions route (HUGGINGFACE_ROUTER_URL is the root)."""
+        self.on(CHAT, *replies, prefix="")
+
+    def chats(self) -> list[Seen]:
+        return self.seen(CHAT, prefix="")
 
     def _next_reply(self, request: Seen) -> Reply:
         with self._lock:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import invoke
-from tests.fakehf import FakeHF, Reply, recorded_reply, recording
+from tests.fakehf import CHAT, PREFIX, FakeHF, Reply, recorded_reply, recording
 from tests.schemas import assert_valid
 
 ROUTER = "router__TestInferenceClient.test_"
@@ -177,12 +177,13 @@ def _run_inputs(case: Case, model: str, recorded_body: dict[str, Any]) -> dict[s
     return inputs
 
 
-def _route(task: str, model: str) -> str:
+def _route(task: str, model: str) -> tuple[str, str]:
+    """The path the request goes to, and the prefix it is under (the router: none)."""
     if task in ("feature-extraction", "sentence-similarity"):
-        return f"/models/{model}/pipeline/{task}"
+        return f"/models/{model}/pipeline/{task}", PREFIX
     if task == "text-generation":
-        return f"/models/{model}/v1/chat/completions"
-    return f"/models/{model}"
+        return CHAT, ""
+    return f"/models/{model}", PREFIX
 
 
 def _expected(case: Case, reply: Reply) -> Any:
@@ -208,7 +209,8 @@ def _expected(case: Case, reply: Reply) -> Any:
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_recorded_exchange_replays_to_its_envelope(case: Case, env, hf: FakeHF) -> None:
     model, reply, recorded_body = case.load()
-    hf.on(_route(case.task, model), reply)
+    path, prefix = _route(case.task, model)
+    hf.on(path, reply, prefix=prefix)
 
     envelope = invoke(_run_inputs(case, model, recorded_body)).reply
 
@@ -220,10 +222,11 @@ def test_recorded_exchange_replays_to_its_envelope(case: Case, env, hf: FakeHF) 
         "error": None,
     }
     assert_valid(case.task, "output", envelope["result"])
-    (sent,) = hf.seen(_route(case.task, model))
+    (sent,) = hf.seen(path, prefix)
     assert sent.headers["authorization"].startswith("Bearer ")
-    if case.task != "text-generation":  # chat completions has no spec here
-        assert_valid(case.task, "input", sent.json)
+    assert_valid(
+        "chat-completion" if case.task == "text-generation" else case.task, "input", sent.json
+    )
 
 
 AUTO_CASES = [

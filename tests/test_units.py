@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from function.client import Deadline, HFClient
+from function.client import Access, Call, Deadline, HFClient
 from function.coalescer import Coalescer
 from function.errors import (
     AuthError,
@@ -42,14 +42,16 @@ def client_for(handler, **values: Any) -> tuple[HFClient, list[httpx.Request]]:
         return handler(request, len(seen))
 
     http = httpx.AsyncClient(transport=httpx.MockTransport(record))
-    return HFClient(settings(**values), http, "hf_test_secret_token_value_0123456789"), seen
+    return HFClient(settings(**values), http), seen
+
+
+SECRET = "hf_test_secret_token_value_0123456789"
 
 
 def post(client: HFClient, budget: float = 5.0, wait: bool = True):
     async def main():
-        return await client.post_json(
-            URL, {"inputs": "x"}, model="org/model", wait_for_model=wait, deadline=Deadline(budget)
-        )
+        call = Call(URL, {"inputs": "x"}, "org/model", wait, Access(SECRET))
+        return await client.post_json(call, Deadline(budget))
 
     return asyncio.run(main())
 
@@ -150,7 +152,7 @@ def test_an_answer_that_grows_past_the_limit_is_cut_off():
 
 
 def test_the_token_is_masked_in_answers_before_anything_reads_them():
-    secret = "hf_test_secret_token_value_0123456789"
+    secret = SECRET
     client, _ = client_for(
         lambda request, n: httpx.Response(401, text="y" * 295 + secret, headers={"X": "1"})
     )
@@ -269,10 +271,11 @@ class Recorder:
         self.sent: list[Any] = []
         self.fail_over = fail_over
 
-    async def post_json(self, url, payload, *, model, wait_for_model, deadline):
+    async def post_json(self, call, deadline):
         from function.client import ApiResponse
         from function.envelope import Usage
 
+        payload = call.payload
         self.sent.append(payload)
         await asyncio.sleep(0.001)
         texts = payload["inputs"]
@@ -286,10 +289,7 @@ def coalesce(recorder: Recorder, payloads: list[Any], url: str, batch_size: int 
     async def main():
         coalescer = Coalescer(recorder, batch_size=batch_size)
         answers = await asyncio.gather(
-            *(
-                coalescer.post_json(url, p, model="m", wait_for_model=True, deadline=Deadline(5))
-                for p in payloads
-            )
+            *(coalescer.post_json(Call(url, p, "m"), Deadline(5)) for p in payloads)
         )
         await coalescer.aclose()
         return answers
@@ -328,23 +328,18 @@ def test_a_chunk_over_the_size_limit_is_sent_again_in_halves():
 
 def test_a_failure_is_shared_by_the_waiters_but_not_remembered():
     class Failing(Recorder):
-        async def post_json(self, url, payload, **kwargs):
-            self.sent.append(payload)
+        async def post_json(self, call, deadline):
+            self.sent.append(call.payload)
             await asyncio.sleep(0.001)
             raise ServerError("boom")
 
     async def main():
         coalescer = Coalescer(Failing())
         calls = [
-            coalescer.post_json(
-                URL, {"inputs": "x"}, model="m", wait_for_model=True, deadline=Deadline(5)
-            )
-            for _ in range(3)
+            coalescer.post_json(Call(URL, {"inputs": "x"}, "m"), Deadline(5)) for _ in range(3)
         ]
         first = await asyncio.gather(*calls, return_exceptions=True)
-        later = coalescer.post_json(
-            URL, {"inputs": "x"}, model="m", wait_for_model=True, deadline=Deadline(5)
-        )
+        later = coalescer.post_json(Call(URL, {"inputs": "x"}, "m"), Deadline(5))
         again = await asyncio.gather(later, return_exceptions=True)
         return first, again, coalescer.client.sent
 
@@ -393,19 +388,17 @@ def test_a_server_that_hangs_up_is_a_connection_failure_not_a_timeout(env, hf):
 
 def test_the_coalescer_keeps_answers_within_its_byte_budget():
     class Big(Recorder):
-        async def post_json(self, url, payload, *, model, wait_for_model, deadline):
+        async def post_json(self, call, deadline):
             from function.client import ApiResponse
             from function.envelope import Usage
 
-            self.sent.append(payload)
-            return ApiResponse([payload["inputs"]], Usage(), 1, size=100_000)
+            self.sent.append(call.payload)
+            return ApiResponse([call.payload["inputs"]], Usage(), 1, size=100_000)
 
     async def main():
         coalescer = Coalescer(Big(), cache_bytes=1_000_000)
         for i in range(50):
-            await coalescer.post_json(
-                URL, {"inputs": f"t{i}"}, model="m", wait_for_model=True, deadline=Deadline(5)
-            )
+            await coalescer.post_json(Call(URL, {"inputs": f"t{i}"}, "m"), Deadline(5))
         return coalescer
 
     coalescer = asyncio.run(main())

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from function.client import Call
 from function.errors import BadResponseError
 from function.inputs import RunInputs
+
+if TYPE_CHECKING:
+    from function.backends import Target
 
 
 class Task:
@@ -15,13 +19,30 @@ class Task:
     is_classification: ClassVar[bool] = False
     # Embedding tasks are served under `/models/{model}/pipeline/{task}`.
     pipeline_route: ClassVar[bool] = False
+    # Served by the OpenAI-compatible `/v1/chat/completions` route.
+    chat: ClassVar[bool] = False
 
-    def url(self, endpoint: str, model: str) -> str:
-        base = f"{endpoint}/models/{model}"
-        return f"{base}/pipeline/{self.name}" if self.pipeline_route else base
+    def call(self, inputs: RunInputs, target: Target) -> Call:
+        """The request: where it goes (see `function.backends`) and what it says."""
+        return Call(
+            target.url(self, inputs.model_id),
+            self.payload(inputs),
+            model=inputs.model,
+            wait_for_model=inputs.wait_for_model,
+            access=target.access,
+            starts_on_503=target.kind == "endpoint",
+        )
 
     def payload(self, inputs: RunInputs) -> dict[str, Any]:
         return {"inputs": inputs.text, "parameters": dict(inputs.parameters)}
+
+    def read(self, body: Any, inputs: RunInputs) -> Any:
+        """The answer to these inputs (`parse`, plus what the inputs asked of it)."""
+        return self.parse(body)
+
+    def tokens(self, body: Any) -> tuple[int | None, int | None]:
+        """Prompt and completion tokens the answer reports (chat completions do)."""
+        return None, None
 
     def recognizes(self, body: Any) -> bool:
         """Whether an answer has this task's shape (for runs that name no task)."""

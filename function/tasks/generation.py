@@ -1,30 +1,44 @@
-"""text-generation, through the OpenAI-compatible chat completions route."""
+"""text-generation, through the OpenAI-compatible chat completions route (the router's
+Inference Providers, or an endpoint's TGI / vLLM)."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
+from function import jsontext
+from function.client import Call
+from function.errors import BadResponseError
 from function.inputs import RunInputs
-from function.tasks.base import Task, single
+from function.tasks.base import Task, is_number, single
+
+if TYPE_CHECKING:
+    from function.backends import Target
 
 # Text-generation parameter names that chat completions spell differently.
 _CHAT_NAMES = {"max_new_tokens": "max_tokens"}
+# `response_format` types that ask for JSON (OpenAI's two, and TGI's grammar `json`).
+JSON_FORMATS = frozenset({"json_object", "json_schema", "json"})
+_EXCERPT = 120
 
 
 class TextGeneration(Task):
     name = "text-generation"
+    chat = True
 
-    def url(self, endpoint: str, model: str) -> str:
-        return f"{endpoint}/models/{model}/v1/chat/completions"
+    def call(self, inputs: RunInputs, target: Target) -> Call:
+        call = super().call(inputs, target)
+        return replace(call, payload={**call.payload, "model": target.chat_model(inputs)})
 
     def payload(self, inputs: RunInputs) -> dict[str, Any]:
         parameters = {_CHAT_NAMES.get(k, k): v for k, v in inputs.parameters.items()}
-        return {
-            **parameters,
-            "model": inputs.model,
-            "messages": [{"role": "user", "content": inputs.text}],
-            "stream": False,
-        }
+        if inputs.messages is not None:
+            messages = [m.model_dump() for m in inputs.messages]
+        else:
+            messages = [{"role": "user", "content": inputs.text}]
+            if inputs.system:
+                messages.insert(0, {"role": "system", "content": inputs.system})
+        return {**parameters, "model": inputs.model_id, "messages": messages, "stream": False}
 
     def recognizes(self, body: Any) -> bool:
         return single(body, "generated_text") is not None or _chat_content(body) is not None
@@ -38,6 +52,37 @@ class TextGeneration(Task):
             raise self.unexpected(body)
         # The spec's fields only (old pipelines add `conversation`, `warnings`).
         return {k: v for k, v in answer.items() if k in ("generated_text", "details")}
+
+    def read(self, body: Any, inputs: RunInputs) -> Any:
+        result = self.parse(body)
+        if not wants_json(inputs.parameters):
+            return result
+        text = result["generated_text"]
+        try:
+            value = jsontext.parse(text.encode())
+        except ValueError as exc:
+            excerpt = " ".join(text.split())
+            excerpt = excerpt if len(excerpt) <= _EXCERPT else excerpt[:_EXCERPT] + "..."
+            raise BadResponseError(
+                f"Model '{inputs.model}' was asked for JSON (response_format) but its text is "
+                f"not JSON ({exc}): {excerpt!r}"
+            ) from None
+        return {**result, "json": value}
+
+    def tokens(self, body: Any) -> tuple[int | None, int | None]:
+        usage = body.get("usage") if isinstance(body, dict) else None
+        if not isinstance(usage, dict):
+            return None, None
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        return (
+            prompt if is_number(prompt) else None,
+            completion if is_number(completion) else None,
+        )
+
+
+def wants_json(parameters: dict[str, Any]) -> bool:
+    response_format = parameters.get("response_format")
+    return isinstance(response_format, dict) and response_format.get("type") in JSON_FORMATS
 
 
 def _chat_content(body: Any) -> str | None:
