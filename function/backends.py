@@ -11,6 +11,7 @@ names an endpoint; every other task runs on hf-inference or on a named endpoint.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -62,6 +63,14 @@ def where(inputs: RunInputs) -> str:
         provider = inputs.routed_provider
         return f"router:{provider}" if provider else "router"
     return "hf-inference"
+
+
+def remember_keys(settings: Settings) -> None:
+    """Every endpoint's own key is masked wherever it could show, from the start of the
+    invocation (an answer from anywhere may echo it), not only once it is used."""
+    for endpoint in settings.endpoints.values():
+        with suppress(ConfigError):  # not set: the run that uses the endpoint says so
+            remember(endpoint.own_token())
 
 
 def target_for(inputs: RunInputs, settings: Settings, token: str | None) -> Target:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from function.backends import remember_keys
 from function.client import Deadline, Fetcher, HFClient, new_http_client
 from function.envelope import Outcome
 from function.errors import ConfigError, InputError, RunJobError
@@ -168,6 +169,7 @@ class Lifecycle:
         requests = tuple(requests)
         try:  # pre-flight, once: a batch without a token is one error, not N item failures
             self.token = await resolve_token(self.settings, self.work)
+            remember_keys(self.settings)
             check_ready(self.settings, self.token)
         except ConfigError as exc:
             log.error("Cannot run: %s", exc.message)

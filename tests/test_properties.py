@@ -92,6 +92,15 @@ places = st.sampled_from(
     ]
 ) | st.text("ab.", max_size=5)
 
+alternates = st.sampled_from(
+    [MODEL, "org/other", "org/other:groq", "bad id"]
+) | st.fixed_dictionaries(
+    {"model": st.sampled_from([MODEL, "x/y:together"])},
+    optional={
+        "provider": st.sampled_from(["groq", "?"]),
+        "endpoint": st.sampled_from(["mine", "http://x"]),
+    },
+)
 sensible = {
     "model": st.sampled_from([MODEL, "org/other", "../admin", "a b", "x" * 300]),
     "text": st.text(max_size=30) | st.lists(st.text(max_size=10), max_size=5),
@@ -115,6 +124,21 @@ sensible = {
     "chunk_size": st.integers(-1, 10),
     "id": json_values,
     "unknown_field": json_values,
+    # Where a model runs, and chat inputs (issue 8).
+    "provider": st.sampled_from(["auto", "groq", "fastest", "hf-inference", "gro q", "a/../b"]),
+    "endpoint": st.sampled_from(["mine", "nope", "https://evil.example", "a b"]),
+    "system": st.text(max_size=10),
+    "messages": st.lists(
+        st.fixed_dictionaries(
+            {
+                "role": st.sampled_from(["user", "assistant", "system", "robot"]),
+                "content": st.text(max_size=5),
+            }
+        ),
+        max_size=3,
+    ),
+    "fallback": st.lists(alternates, max_size=3),
+    "compare": st.lists(alternates, max_size=3),
 }
 run_fields = st.fixed_dictionaries(
     {}, optional={k: v | json_values if k != "text" else v for k, v in sensible.items()}
@@ -194,12 +218,27 @@ def everywhere(env, aws, hf, tmp_path, monkeypatch):
             return Reply(503, {"error": "loading", "estimated_time": 0.1})
         if calls["n"] % 89 == 0:
             return Reply(hang=True)
-        return Reply(200, [{"label": "a", "score": 0.9}, {"label": TOKEN, "score": 0.1}])
+        return Reply(
+            200,
+            [
+                {"label": "a", "score": 0.9},
+                {"label": TOKEN, "score": 0.1},
+                {"label": OWN_KEY, "score": 0},
+            ],
+        )
 
     hf.on(PATH, answer)
+    hf.on_chat(answer)  # an answer of no chat shape: a clear failure, never a crash
+    hf.on("/endpoints/mine", answer, prefix="")
+    env.setenv(
+        "HF_ENDPOINTS",
+        json.dumps({"mine": {"url": hf.base_url + "/endpoints/mine", "token_env": "MINE_KEY"}}),
+    )
+    env.setenv("MINE_KEY", OWN_KEY)
     return hf
 
 
+OWN_KEY = "mine_own_key_must_never_leak_0123456789"
 REMAINING_MS = 1500
 REPLY_BY_S = REMAINING_MS / 1000 - 0.3  # the remaining time less HF_DEADLINE_MARGIN
 
@@ -215,7 +254,7 @@ def test_no_event_breaks_the_reply(everywhere, tagged):
     elapsed = time.monotonic() - started
     assert elapsed < REPLY_BY_S + 0.15, f"replied after {elapsed:.2f} s"
     text = json.dumps(reply)
-    assert TOKEN not in text
+    assert TOKEN not in text and OWN_KEY not in text
     if kind == "sqs":
         assert list(reply) == ["batchItemFailures"]
         ids = {r.get("messageId") for r in event["Records"] if isinstance(r, dict)}
@@ -232,7 +271,7 @@ def test_no_event_breaks_the_reply(everywhere, tagged):
             assert set(reply) == {"success", "result", "is_classification", "model", "error"}
             assert reply["success"] or (reply["result"] is None and reply["error"])
         else:
-            assert "total" in reply  # a batch's summary (or a fan-out's)
+            assert "total" in reply  # a batch's summary (or a fan-out's, or a comparison's)
 
 
 # -- 2. exactly once -----------------------------------------------------------------------------
