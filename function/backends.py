@@ -79,7 +79,9 @@ def target_for(inputs: RunInputs, settings: Settings, token: str | None) -> Targ
         endpoint = settings.endpoints.get(inputs.endpoint)
         if endpoint is None:
             known = ", ".join(sorted(settings.endpoints)) or "none; set HF_ENDPOINTS"
-            raise InputError(f"endpoint: no endpoint named {inputs.endpoint!r} (known: {known})")
+            raise InputError(
+                f"Invalid input: endpoint: no endpoint named {inputs.endpoint!r} (known: {known})"
+            )
         own = endpoint.own_token()
         remember(own)
         access = Access(own or token)

@@ -26,6 +26,10 @@ examples:
   hf-run-job run --model distilbert/distilbert-base-uncased-finetuned-sst-2-english \\
       --text "I love it" --label null              # drop the config's labels: model's own task
   hf-run-job run --config my_job --param multi_label=true
+  hf-run-job run --model meta-llama/Llama-3.1-8B-Instruct --provider groq \\
+      --system "Answer in one sentence." --text "What is deep learning?"
+  hf-run-job compare --text "Refund not received" --model facebook/bart-large-mnli \\
+      --model MoritzLaurer/deberta-v3-base-zeroshot-v2.0
   hf-run-job run --event events/scheduled-event.json  # run the Lambda handler on a saved event
   hf-run-job history --failed --since 2026-11-01   # recent runs from RESULTS_URI
   hf-run-job show 20261123T084755123Z-1a2b3c4d     # one run's envelopes
@@ -33,8 +37,9 @@ examples:
 Prints the envelope {success, result, is_classification, model, error} as JSON on stdout.
 Exit status: 0 success, 1 failure envelope, 2 usage error. With --event: 0 when every run
 (or batch item, or SQS message) succeeded, else 1.
-Environment: HUGGINGFACE_API_KEY (or HF_TOKEN), HUGGINGFACE_API_ENDPOINT, RUN_CONFIG,
-RESULTS_URI (run records; default: runs/ beside run_config/).
+Environment: HUGGINGFACE_API_KEY (or HF_TOKEN), HUGGINGFACE_API_ENDPOINT,
+HUGGINGFACE_ROUTER_URL (text-generation), HF_ENDPOINTS (named endpoints), HF_BILL_TO,
+RUN_CONFIG, RESULTS_URI (run records; default: runs/ beside run_config/).
 """
 
 
@@ -404,10 +409,10 @@ def _table(records: list[dict[str, Any]]) -> str:
     rows = [("model", "ok", "result", "latency", "usage")]
     for record in records:
         usage = record.get("usage") or {}
-        spent = ", ".join(f"{k} {v}" for k, v in usage.items())
+        spent = _clip(", ".join(f"{k} {v}" for k, v in usage.items()), 200)
         rows.append(
             (
-                str(record["id"] if isinstance(record["id"], str) else record["model"]),
+                _clip(_alternate_name(record["id"]), 120),
                 "yes" if record["success"] else "no",
                 _found(record),
                 f"{record['latency_ms']} ms",
@@ -423,6 +428,16 @@ def _table(records: list[dict[str, Any]]) -> str:
     )
 
 
+def _alternate_name(given: Any) -> str:
+    """`model`, `model (provider)`, `model @endpoint`: the alternate as given."""
+    if not isinstance(given, dict):
+        return str(given)
+    name = str(given.get("model"))
+    if given.get("provider"):
+        name += f" ({given['provider']})"
+    return name + (f" @{given['endpoint']}" if given.get("endpoint") else "")
+
+
 def _found(record: dict[str, Any]) -> str:
     """The top label and score, or the first 60 characters of the text, or the error."""
     if not record["success"]:
@@ -436,7 +451,8 @@ def _found(record: dict[str, Any]) -> str:
 
 
 def _clip(text: str, size: int = 60) -> str:
-    text = " ".join(text.split())
+    """One printable line (an answer's control characters never reach the terminal)."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     return text if len(text) <= size else text[: size - 3] + "..."
 
 

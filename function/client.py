@@ -253,7 +253,7 @@ class HFClient:
         except httpx.TransportError as exc:
             log.debug("No answer from %s (attempt %d): %s", url, seen.count, type(exc).__name__)
             return ConnectionFailedError(
-                f"Could not reach the Inference API at {self.settings.endpoint_host}: "
+                f"Could not reach the Inference API at {httpx.URL(url).host}: "
                 f"{_describe_transport_error(exc)}"
             )
         except ResponseTooLargeError as exc:
@@ -275,7 +275,7 @@ class HFClient:
                 body = _read_json(answer, model)
             except BadResponseError as exc:
                 return exc
-            if b"\\u" in answer.content:  # escapes could spell a secret only once decoded
+            if b"\\" in answer.content:  # escapes could spell a secret only once decoded
                 body = redact_value(body)
             return ApiResponse(body, _usage(answer), seen.count, len(answer.content))
         seen.last_status = answer.status
@@ -416,7 +416,7 @@ class HFClient:
             )
         if status == 402:
             return PaymentRequiredError(
-                f"The Hugging Face account's credits are used up (HTTP 402){said}. Add "
+                f"The Hugging Face account's credits are used up (HTTP 402){said.rstrip('.')}. Add "
                 "credits or a payment method at https://huggingface.co/settings/billing, or "
                 "set HF_BILL_TO to an organization that pays.",
                 status=status,
@@ -424,7 +424,7 @@ class HFClient:
         if status == 404 and "provider" in message.lower():
             return NotFoundError(
                 f"Model '{model}' is not served by any provider you have enabled "
-                f"(HTTP 404){said}. Enable one at "
+                f"(HTTP 404){said.rstrip('.')}. Enable one at "
                 "https://huggingface.co/settings/inference-providers, or name one "
                 "(provider: 'groq', or a model suffix such as ':together').",
                 status=status,
@@ -553,8 +553,16 @@ def _usage(response: Answer) -> Usage:
         characters=number("x-compute-characters", int),
         compute_time_s=number("x-compute-time", float),
         compute_type=headers.get("x-compute-type"),
-        provider=headers.get("x-inference-provider"),
+        provider=_provider(headers.get("x-inference-provider")),
     )
+
+
+_PROVIDER_HEADER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _provider(value: str | None) -> str | None:
+    """The provider the router names, if it is a name (never an arbitrary header value)."""
+    return value if value and _PROVIDER_HEADER.fullmatch(value) else None
 
 
 _TAGS = re.compile(r"<(script|style)[^>]*>.*?</\1>|<[^>]+>", re.S | re.I)

@@ -72,6 +72,8 @@ async def run_inference(
     if not inputs.fallback:
         return await _run_on(inputs, settings, client, deadline, token)
     chain = [inputs, *(inputs.alternate(a) for a in inputs.fallback)]
+    for candidate in chain:  # an unknown endpoint or a missing key, before any request
+        target_for(candidate, settings, token)
     tried: list[dict[str, Any]] = []
     failures: list[str] = []
     for position, candidate in enumerate(chain):

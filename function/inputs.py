@@ -70,10 +70,10 @@ def check_model(value: str) -> str:
     return value
 
 
-def check_provider(value: str, what: str = "provider") -> str:
+def check_provider(value: str) -> str:
     if not PROVIDER_RE.fullmatch(value):
         raise ValueError(
-            f"{what}: {_echo(value)} is not a provider name; expected 'auto', 'hf-inference', "
+            f"{_echo(value)} is not a provider name; expected 'auto', 'hf-inference', "
             "a provider such as 'groq' or 'together', or a policy ('fastest', 'cheapest'): "
             "letters, digits and '-'"
         )
@@ -88,6 +88,9 @@ def check_endpoint_name(value: str) -> str:
             "HF_ENDPOINTS (a URL is never taken from run inputs)"
         )
     return value
+
+
+MAX_FALLBACK = 8  # alternates after the primary: each needs its share of the deadline
 
 
 class ChatMessage(BaseModel):
@@ -129,11 +132,16 @@ class Alternate(BaseModel):
     def _endpoint(cls, value: str | None) -> str | None:
         return None if value is None else check_endpoint_name(value)
 
-    @property
-    def label(self) -> str:
-        """How records name it: `model`, `model (provider)`, `model @endpoint`."""
-        where = f" ({self.provider})" if self.provider else ""
-        return self.model + where + (f" @{self.endpoint}" if self.endpoint else "")
+    def fields(self) -> dict[str, Any]:
+        """The run fields it sets (null removes). Where it runs is the run's unless it says:
+        an endpoint replaces the run's provider, and a provider or a model suffix replaces
+        the run's endpoint and provider."""
+        fields: dict[str, Any] = {"model": self.model}
+        if self.endpoint is not None:
+            fields.update(endpoint=self.endpoint, provider=self.provider)
+        elif self.provider is not None or ":" in self.model:
+            fields.update(provider=self.provider, endpoint=None)
+        return fields
 
 
 def _echo(value: str) -> str:
@@ -157,9 +165,9 @@ class RunInputs(BaseModel):
     endpoint: str | None = None
     # text-generation: a system prompt before `text`, or the whole conversation.
     system: str | None = Field(default=None, min_length=1)
-    messages: list[ChatMessage] | None = Field(default=None, min_length=1)
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=1000)
     # Alternates tried in order when the model fails in a way another could fix.
-    fallback: list[Alternate] | None = None
+    fallback: list[Alternate] | None = Field(default=None, max_length=MAX_FALLBACK)
 
     @field_validator("model")
     @classmethod
@@ -229,10 +237,11 @@ class RunInputs(BaseModel):
     def alternate(self, alternate: Alternate) -> RunInputs:
         """The same run on another model, provider or endpoint."""
         fields = self.model_dump(exclude={"fallback"}, exclude_none=True)
-        fields.update(alternate.model_dump(exclude_none=True))
-        for key in ("provider", "endpoint"):
-            if getattr(alternate, key) is None:
+        for key, value in alternate.fields().items():
+            if value is None:
                 fields.pop(key, None)
+            else:
+                fields[key] = value
         return RunInputs.model_validate(fields)
 
 
@@ -344,7 +353,13 @@ def _check_task_fields(task: str, inputs: RunInputs) -> None:
 
 
 _TASK_SPECIFIC = ("task", "candidate_labels", "inputs", "parameters", "system", "messages")
-_REPLACES = {"messages": "text", "text": "messages"}
+# A field given displaces these of the base (unless given too): the more specific wins.
+_DISPLACES = {
+    "messages": ("text", "system"),
+    "text": ("messages",),
+    "endpoint": ("provider",),
+    "provider": ("endpoint",),
+}
 RUN_INPUT_FIELDS = frozenset(RunInputs.model_fields) | {"run_config"}
 
 
@@ -355,18 +370,15 @@ _ALTERNATES: TypeAdapter[list[Alternate]] = TypeAdapter(
 
 
 def split_comparison(fields: Mapping[str, Any]) -> tuple[list[tuple[Any, dict[str, Any]]], dict]:
-    """A comparison's alternates, each as given and as the run fields it sets (a provider or
-    endpoint it does not name is removed), and the fields they share."""
+    """A comparison's alternates, each as given and as the run fields it sets (see
+    `Alternate.fields`), and the fields they share."""
     shared = {k: v for k, v in fields.items() if k != "compare"}
     given = fields["compare"]
     try:
         alternates = _ALTERNATES.validate_python(given)
     except ValidationError as exc:
         raise InputError("Invalid input: compare" + _located(exc)) from None
-    return [
-        (raw, {"model": a.model, "provider": a.provider, "endpoint": a.endpoint})
-        for raw, a in zip(given, alternates, strict=True)
-    ], shared
+    return [(raw, a.fields()) for raw, a in zip(given, alternates, strict=True)], shared
 
 
 def _located(exc: ValidationError) -> str:
@@ -475,13 +487,20 @@ def overlay(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, 
     """
     check_fields(overrides)
     merged = dict(base)
+    model = overrides.get("model")
+    if isinstance(model, str) and ":" in model:  # the model names where it runs
+        for key in ("provider", "endpoint"):
+            if key not in overrides:
+                merged.pop(key, None)
     asked = implied_task(overrides)
     if asked and asked != implied_task(merged):
         for key in _TASK_SPECIFIC:
             merged.pop(key, None)
-    for key, other in _REPLACES.items():  # a conversation replaces a text, and back
-        if key in overrides and other not in overrides:
-            merged.pop(other, None)
+    for key, others in _DISPLACES.items():  # e.g. a conversation replaces a text
+        if overrides.get(key) is not None:
+            for other in others:
+                if other not in overrides:
+                    merged.pop(other, None)
     for key, value in overrides.items():
         if key == "run_config":
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -85,7 +86,9 @@ def test_an_endpoint_still_starting_at_the_deadline_says_so(endpoints, hf):
 def test_an_unknown_endpoint_lists_the_known_names(endpoints, hf):
     envelope = invoke({"endpoint": "theirs", "text": "x"}).reply
     assert envelope["success"] is False
-    assert envelope["error"] == "endpoint: no endpoint named 'theirs' (known: mine, tgi)"
+    assert envelope["error"] == (
+        "Invalid input: endpoint: no endpoint named 'theirs' (known: mine, tgi)"
+    )
     assert hf.requests == []
 
 
@@ -334,3 +337,108 @@ def test_the_cli_prints_a_comparison_table(env, hf):
     (record,) = [json.loads(line) for line in done.stdout.splitlines()]
     assert record["id"] == BART and record["success"]
     assert TOKEN not in done.stdout + done.stderr
+
+
+# -- where alternates run, and the limits (probe findings) ------------------------------------
+
+
+def test_comparison_alternates_run_where_the_comparison_says_unless_they_say(endpoints, hf):
+    hf.on_chat(Reply(200, chat_answer()))
+    hf.on("/endpoints/mine/v1/chat/completions", Reply(200, chat_answer()), prefix="")
+    summary = invoke(
+        {
+            "task": "text-generation",
+            "text": "Hi",
+            "provider": "groq",
+            "compare": ["a/b", "c/d:together", {"model": "e/f", "endpoint": "mine"}],
+        }
+    ).reply
+    assert summary["succeeded"] == 3, summary
+    assert [r.json["model"] for r in hf.chats()] == ["a/b:groq", "c/d:together"]
+    assert len(hf.seen("/endpoints/mine/v1/chat/completions", prefix="")) == 1
+    hf.requests.clear()
+    hf.on("/endpoints/mine", Reply(200, LABELS), prefix="")
+    summary = invoke({"endpoint": "mine", "text": "x", "compare": ["a/b", "c/d"]}).reply
+    assert summary["succeeded"] == 2, summary
+    assert [r.path for r in hf.requests] == ["/endpoints/mine"] * 2  # never hf-inference
+
+
+def test_the_more_specific_place_wins_over_the_run_config_s(endpoints, hf, tmp_path):
+    config = tmp_path / "llm.json"
+    config.write_text(json.dumps({"model": LLAMA, "provider": "groq", "system": "Be brief."}))
+    hf.on_chat(Reply(200, chat_answer()))
+    hf.on("/endpoints/mine/v1/chat/completions", Reply(200, chat_answer()), prefix="")
+    run = {"run_config": str(config), "text": "Hi"}
+    from function.lifecycle import cli_invocation, handle
+
+    def cli(**fields):
+        return asyncio.run(handle(cli_invocation("cli", {**run, **fields}))).reply
+
+    assert cli(model=f"{LLAMA}:together")["success"]
+    assert hf.chats()[-1].json["model"] == f"{LLAMA}:together"
+    assert cli(endpoint="mine")["success"]
+    assert len(hf.seen("/endpoints/mine/v1/chat/completions", prefix="")) == 1
+    envelope = cli(messages=[{"role": "user", "content": "Hello"}], text=None)  # system goes too
+    assert envelope["success"], envelope["error"]
+    assert hf.chats()[-1].json["messages"] == [{"role": "user", "content": "Hello"}]
+
+
+def test_a_fallback_naming_an_unknown_endpoint_is_refused_before_any_request(endpoints, hf):
+    envelope = classify(hf, fallback=[{"model": "x/y", "endpoint": "nope"}]).reply
+    assert envelope["success"] is False
+    assert "no endpoint named 'nope'" in envelope["error"]
+    assert hf.requests == []
+
+
+def test_fallback_and_messages_have_limits(env, hf):
+    envelope = classify(hf, fallback=["o/a"] * 9).reply
+    assert "fallback: List should have at most 8 items" in envelope["error"], envelope["error"]
+    messages = [{"role": "user", "content": "x"}] * 1001
+    envelope = invoke({"model": LLAMA, "messages": messages}).reply
+    assert "messages: List should have at most 1000 items" in envelope["error"]
+    assert hf.requests == []
+
+
+@pytest.mark.parametrize("header", [TOKEN, f"Bearer {TOKEN}", "groq\r\nx", "a" * 100])
+def test_a_provider_header_that_is_not_a_name_is_not_kept(env, hf, tmp_path, header):
+    reply = Reply(200, chat_answer(), {"x-inference-provider": header})
+    envelope = invoke({"model": LLAMA, "text": "Hi", "compare": [LLAMA]}).reply
+    hf.on_chat(reply)
+    summary = invoke({"model": LLAMA, "text": "Hi", "compare": [LLAMA]}).reply
+    assert TOKEN not in json.dumps(summary) + json.dumps(envelope)
+    assert "provider" not in summary["results"][0]["usage"]
+    assert all(TOKEN not in json.dumps(r) for r in stored(tmp_path))
+
+
+def test_a_key_spelled_with_json_escapes_in_an_answer_is_masked(endpoints, hf, tmp_path):
+    key = "sk/AbC+dEf/123456=="
+    endpoints.setenv("TGI_KEY", key)
+    escaped = json.dumps(chat_answer(f"the key is {key}")).replace("/", "\\/")
+    hf.on("/endpoints/tgi/v1/chat/completions", Reply(200, escaped.encode()), prefix="")
+    chat = {"endpoint": "tgi", "model": LLAMA, "task": "text-generation", "text": "Hi"}
+    envelope = invoke(chat).reply
+    assert envelope["success"], envelope["error"]
+    assert key not in json.dumps(envelope)
+    assert all(key not in json.dumps(r) for r in stored(tmp_path))
+
+
+@pytest.mark.parametrize("kind", [["json_object"], {"a": 1}, 5, None])
+def test_an_odd_response_format_type_is_no_internal_error(env, hf, kind):
+    hf.on_chat(Reply(200, chat_answer("plain")))
+    parameters = {"response_format": {"type": kind}}
+    envelope = invoke({"model": LLAMA, "system": "s", "text": "Hi", "parameters": parameters}).reply
+    assert envelope["success"], envelope["error"]  # not a JSON format: the text as it is
+
+
+def test_the_comparison_table_prints_no_control_characters(env, hf):
+    from tests.conftest import run_cli
+
+    hf.on_chat(Reply(200, chat_answer("\x1b[2Jcleared\x07")))
+    environment = {
+        "HUGGINGFACE_API_ENDPOINT": hf.endpoint,
+        "HUGGINGFACE_ROUTER_URL": hf.base_url,
+        "HUGGINGFACE_API_KEY": TOKEN,
+    }
+    done = run_cli("compare", "--text", "Hi", "--model", f"{LLAMA}:groq", env=environment)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout and "cleared" in done.stdout

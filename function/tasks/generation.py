@@ -82,7 +82,8 @@ class TextGeneration(Task):
 
 def wants_json(parameters: dict[str, Any]) -> bool:
     response_format = parameters.get("response_format")
-    return isinstance(response_format, dict) and response_format.get("type") in JSON_FORMATS
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    return isinstance(kind, str) and kind in JSON_FORMATS
 
 
 def _chat_content(body: Any) -> str | None:
