@@ -12,8 +12,7 @@ names an endpoint; every other task runs on hf-inference or on a named endpoint.
 from __future__ import annotations
 
 from contextlib import suppress
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from function.client import Access
 from function.errors import ConfigError, InputError
@@ -31,8 +30,7 @@ NO_TOKEN = (
 )
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """One place a model runs."""
 
     kind: Literal["hf-inference", "router", "endpoint"]

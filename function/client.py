@@ -17,9 +17,9 @@ import re
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import httpx
 
@@ -99,17 +99,19 @@ class ApiResponse:
     size: int = 0  # bytes of the answer, for caches that keep it
 
 
-@dataclass(frozen=True)
-class Access:
+class Access(NamedTuple):
     """On whose behalf a request goes: the bearer token (never in a repr) and, on Hugging
-    Face's hosts, the organization that pays (`X-HF-Bill-To`)."""
+    Face's hosts, the organization that pays (`X-HF-Bill-To`). (Values that live for one
+    request are NamedTuples: a frozen dataclass costs a cold start 0.5 ms each.)"""
 
-    token: str | None = field(default=None, repr=False)
+    token: str | None = None
     bill_to: str | None = None
 
+    def __repr__(self) -> str:
+        return f"Access(token={'***' if self.token else None}, bill_to={self.bill_to!r})"
 
-@dataclass(frozen=True)
-class Call:
+
+class Call(NamedTuple):
     """One request as a value: where it goes, its JSON payload, and on whose behalf."""
 
     url: str

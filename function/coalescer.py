@@ -122,7 +122,7 @@ class Coalescer:
             self.sent += 1
             try:
                 return await self.client.post_json(
-                    replace(call, payload={**call.payload, "inputs": texts}), deadline
+                    call._replace(payload={**call.payload, "inputs": texts}), deadline
                 )
             except ResponseTooLargeError:
                 if len(texts) < 2:

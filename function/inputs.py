@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -364,9 +365,12 @@ RUN_INPUT_FIELDS = frozenset(RunInputs.model_fields) | {"run_config"}
 
 
 MAX_COMPARED = 16
-_ALTERNATES: TypeAdapter[list[Alternate]] = TypeAdapter(
-    Annotated[list[Alternate], Field(min_length=1, max_length=MAX_COMPARED)]
-)
+
+
+@cache
+def _alternates() -> TypeAdapter[list[Alternate]]:
+    """Built on the first comparison: other runs never pay for it."""
+    return TypeAdapter(Annotated[list[Alternate], Field(min_length=1, max_length=MAX_COMPARED)])
 
 
 def split_comparison(fields: Mapping[str, Any]) -> tuple[list[tuple[Any, dict[str, Any]]], dict]:
@@ -375,7 +379,7 @@ def split_comparison(fields: Mapping[str, Any]) -> tuple[list[tuple[Any, dict[st
     shared = {k: v for k, v in fields.items() if k != "compare"}
     given = fields["compare"]
     try:
-        alternates = _ALTERNATES.validate_python(given)
+        alternates = _alternates().validate_python(given)
     except ValidationError as exc:
         raise InputError("Invalid input: compare" + _located(exc)) from None
     return [(raw, a.fields()) for raw, a in zip(given, alternates, strict=True)], shared

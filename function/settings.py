@@ -70,7 +70,7 @@ class Endpoint(BaseModel):
     Its token is Hugging Face's unless `token_env` names a variable that holds its own key.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     url: str
     token_env: str | None = None
@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     # The organization that pays for requests to Hugging Face's hosts (X-HF-Bill-To).
     bill_to: str | None = Field(default=None, validation_alias="HF_BILL_TO")
     # Named endpoints, as JSON: {"name": "https://..."} or {"name": {"url", "token_env"}}.
-    endpoints: dict[str, Endpoint] = Field(default_factory=dict, validation_alias="HF_ENDPOINTS")
+    endpoints: dict[str, Any] = Field(default_factory=dict, validation_alias="HF_ENDPOINTS")
     run_config: str = Field(default="default", validation_alias="RUN_CONFIG")
     run_config_dir: Path = Field(default=DEFAULT_RUN_CONFIG_DIR, validation_alias="RUN_CONFIG_DIR")
     request_timeout_s: float = Field(default=30.0, gt=0, validation_alias="HF_REQUEST_TIMEOUT")
@@ -189,7 +189,20 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{str(name)[:40]!r} is not an endpoint name (letters, digits, '-', '_', '.')"
                 )
-        return {n: {"url": v} if isinstance(v, str) else v for n, v in value.items()}
+        # Endpoint's schema is built only here, when endpoints are set at all.
+        endpoints = {}
+        for name, given in value.items():
+            try:
+                endpoints[name] = Endpoint.model_validate(
+                    {"url": given} if isinstance(given, str) else given
+                )
+            except ValidationError as exc:
+                problem = exc.errors(include_input=False, include_url=False)[0]
+                where = "".join(f"[{part!r}]" for part in problem["loc"])
+                raise ValueError(
+                    f"[{name!r}]{where}: {problem['msg'].removeprefix('Value error, ')}"
+                ) from None
+        return endpoints
 
     @model_validator(mode="after")
     def _default_locations(self) -> Settings:

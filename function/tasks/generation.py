@@ -3,7 +3,6 @@ Inference Providers, or an endpoint's TGI / vLLM)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from function import jsontext
@@ -28,7 +27,7 @@ class TextGeneration(Task):
 
     def call(self, inputs: RunInputs, target: Target) -> Call:
         call = super().call(inputs, target)
-        return replace(call, payload={**call.payload, "model": target.chat_model(inputs)})
+        return call._replace(payload={**call.payload, "model": target.chat_model(inputs)})
 
     def payload(self, inputs: RunInputs) -> dict[str, Any]:
         parameters = {_CHAT_NAMES.get(k, k): v for k, v in inputs.parameters.items()}
