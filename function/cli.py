@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--event",
         metavar="FILE",
         type=Path,
-        help="run the Lambda handler on a saved event (JSON); other flags are ignored",
+        help="run the Lambda handler on a saved event (JSON), as it is: no other run flags",
     )
     batch = commands.add_parser(
         "batch",

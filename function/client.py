@@ -423,14 +423,21 @@ class HFClient:
                 "set HF_BILL_TO to an organization that pays.",
                 status=status,
             )
-        if status == 404 and "provider" in message.lower():
-            return NotFoundError(
-                f"Model '{model}' is not served by any provider you have enabled "
-                f"(HTTP 404){said.rstrip('.')}. Enable one at "
-                "https://huggingface.co/settings/inference-providers, or name one "
-                "(provider: 'groq', or a model suffix such as ':together').",
-                status=status,
+        if status in (400, 404) and _not_served_by_provider(message):
+            # The router says 400 (sometimes 404) when no enabled provider serves the model:
+            # another model or provider could, so it counts as "not found" (fallback moves on).
+            _, colon, provider = model.partition(":")
+            advice = (
+                f"Provider '{provider}' does not serve model '{model.partition(':')[0]}', or it "
+                "is not enabled for this account. Enable it at "
+                "https://huggingface.co/settings/inference-providers, or name another provider "
+                "(a model suffix such as ':together', or provider: 'auto')"
+                if colon
+                else f"Model '{model}' is not served by any provider you have enabled. Enable "
+                "one at https://huggingface.co/settings/inference-providers, or name one "
+                "(provider: 'groq', or a model suffix such as ':together')"
             )
+            return NotFoundError(f"{advice} (HTTP {status}){said.rstrip('.')}.", status=status)
         if status == 404:
             return NotFoundError(
                 f"Model '{model}' was not found, or is not served by this endpoint "
@@ -478,6 +485,13 @@ class HFClient:
         return UpstreamError(
             f"Unexpected answer from the Inference API (HTTP {status}){said}", status=status
         )
+
+
+def _not_served_by_provider(message: str) -> bool:
+    """The router's "not supported by any provider you have enabled" / "Model not supported
+    by provider X" answers."""
+    lowered = message.lower()
+    return "provider" in lowered and ("not supported" in lowered or "not served" in lowered)
 
 
 def _read_json(response: Answer, model: str) -> Any:

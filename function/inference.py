@@ -83,14 +83,18 @@ async def run_inference(
         try:
             outcome = await _run_on(candidate, settings, client, share, token)
         except RunJobError as exc:
-            tried.append(_attempt(candidate, exc.kind, started))
-            failures.append(f"{candidate.model}: {exc.message}")
-            if last or not isinstance(exc, MOVE_ON) or deadline.remaining() < MIN_ALTERNATE_S:
-                raise _chain_failed(exc, failures, tried, out_of_time=last) from None
+            tried.append(_attempt(candidate, exc.kind, started, exc.attempts))
+            failures.append(f"{candidate.model} ({where(candidate)}): {exc.message}")
+            if last or not isinstance(exc, MOVE_ON):
+                raise _chain_failed(exc, failures, tried, len(chain), out_of_time=last) from None
+            if deadline.remaining() < MIN_ALTERNATE_S:
+                skipped = ", ".join(c.model for c in chain[position + 1 :])
+                failures.append(f"not tried for lack of time: {skipped}")
+                raise _chain_failed(exc, failures, tried, len(chain), out_of_time=True) from None
             log.info("Model %s failed (%s); trying the next alternate", candidate.model, exc.kind)
             continue
-        tried.append(_attempt(candidate, None, started))
-        return replace(outcome, tried=tried)
+        tried.append(_attempt(candidate, None, started, outcome.attempts))
+        return replace(outcome, tried=tried, attempts=sum(t["attempts"] for t in tried))
     raise AssertionError("unreachable: the last alternate returns or raises")
 
 
@@ -132,25 +136,39 @@ async def _run_on(
     )
 
 
-def _attempt(inputs: RunInputs, error_kind: str | None, started: float) -> dict[str, Any]:
+def _attempt(
+    inputs: RunInputs, error_kind: str | None, started: float, attempts: int
+) -> dict[str, Any]:
     """One alternate's try, for the run record."""
     return {
         "model": inputs.model,
         "where": where(inputs),
         "error_kind": error_kind,
+        "attempts": attempts,
         "duration_ms": round((time.monotonic() - started) * 1000),
     }
 
 
 def _chain_failed(
-    last: RunJobError, failures: list[str], tried: list[dict[str, Any]], *, out_of_time: bool
+    last: RunJobError,
+    failures: list[str],
+    tried: list[dict[str, Any]],
+    total: int,
+    *,
+    out_of_time: bool,
 ) -> RunJobError:
     """The last alternate's error (its kind decides retry or not), naming every failure."""
     if len(failures) > 1:
-        last.message = f"All {len(failures)} models failed: " + "; ".join(failures)
+        said = (
+            f"All {total} models failed"
+            if len(tried) == total
+            else f"{len(tried)} of {total} models tried, none answered"
+        )
+        last.message = f"{said}: " + "; ".join(failures)
         last.args = (last.message,)
     last.out_of_time = last.out_of_time and out_of_time
     last.tried = tried
+    last.attempts = sum(t["attempts"] for t in tried)
     if isinstance(last, UpstreamError):
         last.attempts = last.attempts or 1
     return last

@@ -105,11 +105,12 @@ class ChatMessage(BaseModel):
 
 class Alternate(BaseModel):
     """Another place to run the same input (`fallback`, `compare`): a model id, or an object
-    whose `model`, `provider` and `endpoint` replace the run's."""
+    whose `model`, `provider` and `endpoint` replace the run's (without `model`, the run's
+    model on another provider or endpoint)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str
+    model: str | None = None
     provider: str | None = None
     endpoint: str | None = None
 
@@ -118,10 +119,16 @@ class Alternate(BaseModel):
     def _from_id(cls, value: Any) -> Any:
         return {"model": value} if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _names_something(self) -> Alternate:
+        if self.model is None and self.provider is None and self.endpoint is None:
+            raise ValueError("expected a model id, or an object with model, provider or endpoint")
+        return self
+
     @field_validator("model")
     @classmethod
-    def _model(cls, value: str) -> str:
-        return check_model(value)
+    def _model(cls, value: str | None) -> str | None:
+        return None if value is None else check_model(value)
 
     @field_validator("provider")
     @classmethod
@@ -137,10 +144,10 @@ class Alternate(BaseModel):
         """The run fields it sets (null removes). Where it runs is the run's unless it says:
         an endpoint replaces the run's provider, and a provider or a model suffix replaces
         the run's endpoint and provider."""
-        fields: dict[str, Any] = {"model": self.model}
+        fields: dict[str, Any] = {} if self.model is None else {"model": self.model}
         if self.endpoint is not None:
             fields.update(endpoint=self.endpoint, provider=self.provider)
-        elif self.provider is not None or ":" in self.model:
+        elif self.provider is not None or ":" in (self.model or ""):
             fields.update(provider=self.provider, endpoint=None)
         return fields
 
@@ -238,6 +245,8 @@ class RunInputs(BaseModel):
     def alternate(self, alternate: Alternate) -> RunInputs:
         """The same run on another model, provider or endpoint."""
         fields = self.model_dump(exclude={"fallback"}, exclude_none=True)
+        if alternate.model is None:  # the run's model elsewhere: its own suffix stays behind
+            fields["model"] = self.model_id
         for key, value in alternate.fields().items():
             if value is None:
                 fields.pop(key, None)

@@ -30,12 +30,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from function.backends import remember_keys
+from function.backends import remember_keys, where
 from function.client import Deadline, Fetcher, HFClient, new_http_client
 from function.envelope import Outcome
 from function.errors import ConfigError, InputError, RunJobError
 from function.inference import check_ready, run_inference
 from function.inputs import (
+    RunInputs,
     merge_inputs,
     overlay,
     requested_model,
@@ -251,6 +252,7 @@ class Lifecycle:
         config, or over `base` (a batch's run config and `shared` fields); a batch item
         that names its own run config starts from that one, under the shared fields."""
         model: str | None = None
+        inputs: RunInputs | None = None
         started = time.monotonic()
         try:
             if base is not None and fields.get("run_config") is not None:
@@ -271,6 +273,9 @@ class Lifecycle:
             log.exception("Unexpected error in the run")
             problem = RunJobError(f"Internal error ({exc.__class__.__name__}); see the logs")
             outcome = Outcome.failed(problem, model=model)
+        if inputs is not None and not outcome.success:  # the record says what was tried
+            outcome.task = outcome.task or inputs.task
+            outcome.where = outcome.where or where(inputs)
         outcome.run_config = run_config_name(fields, self.settings)
         outcome.duration_ms = round((time.monotonic() - started) * 1000)
         log.log(

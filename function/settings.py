@@ -59,6 +59,15 @@ def check_base_url(value: str, example: str) -> str:
     return value
 
 
+def without_chat_route(value: str) -> str:
+    """A base URL as OpenAI clients write it (`.../v1`, `.../v1/chat/completions`) is taken
+    for the server's root: the job adds `/v1/chat/completions` itself."""
+    for suffix in ("/v1/chat/completions", "/v1"):
+        if value.endswith(suffix):
+            return value.removesuffix(suffix)
+    return value
+
+
 ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _ORG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
@@ -78,7 +87,7 @@ class Endpoint(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return check_base_url(value, "https://xyz.endpoints.huggingface.cloud")
+        return without_chat_route(check_base_url(value, "https://xyz.endpoints.huggingface.cloud"))
 
     @field_validator("token_env")
     @classmethod
@@ -170,7 +179,10 @@ class Settings(BaseSettings):
     @field_validator("huggingface_router_url")
     @classmethod
     def _check_router(cls, value: str) -> str:
-        return check_base_url(value, DEFAULT_ROUTER)
+        value = without_chat_route(check_base_url(value, DEFAULT_ROUTER))
+        if urlsplit(value).hostname == DEAD_HOST:
+            raise ValueError(f"{DEAD_HOST} has been shut down; use {DEFAULT_ROUTER}")
+        return value
 
     @field_validator("bill_to")
     @classmethod

@@ -237,6 +237,62 @@ def test_no_alternate_starts_without_a_minimum_of_time(env, hf):
     assert invoked.elapsed < 1.5
 
 
+def test_an_alternate_may_name_only_another_provider(env, hf, tmp_path):
+    hf.on_chat(
+        lambda request: (
+            Reply(503, {"error": "overloaded"})
+            if request.json["model"].endswith(":groq")
+            else Reply(200, chat_answer())
+        )
+    )
+    env.setenv("HF_MAX_RETRIES", "0")
+    fields = {"model": f"{LLAMA}:groq", "text": "Hi", "fallback": [{"provider": "together"}]}
+    invoked = invoke(fields, remaining_ms=6000)
+    assert invoked.reply["success"], invoked.reply["error"]
+    assert [r.json["model"] for r in hf.chats()] == [f"{LLAMA}:groq", f"{LLAMA}:together"]
+    (record,) = stored(tmp_path)
+    assert [t["where"] for t in record["tried"]] == ["router:groq", "router:together"]
+    assert record["attempts"] == sum(t["attempts"] for t in record["tried"]) == 2
+
+
+def test_alternates_left_untried_for_lack_of_time_are_named(env, hf, tmp_path):
+    env.setenv("HF_REQUEST_TIMEOUT", "0.5")
+    env.setenv("HF_MAX_RETRIES", "0")
+    hf.on(f"/models/{BART}", Reply(delay=5.0))
+    hf.on("/models/other/model", Reply(delay=5.0))
+    hf.on("/models/third/model", Reply(200, LABELS))
+    fields = {"text": "x", "candidate_labels": "a", "fallback": ["other/model", "third/model"]}
+    envelope = invoke(fields, remaining_ms=2800).reply
+    assert envelope["success"] is False
+    assert "of 3 models tried, none answered" in envelope["error"], envelope["error"]
+    assert envelope["error"].rpartition("; not tried for lack of time: ")[2].endswith("third/model")
+    assert hf.seen("/models/third/model") == []
+    (record,) = stored(tmp_path)
+    assert record["task"] == "zero-shot-classification"
+    assert record["where"] == "hf-inference"
+
+
+def test_a_failed_run_s_record_keeps_its_task_and_place(env, hf, tmp_path):
+    hf.on_chat(Reply(404, {"error": "Model not found"}))
+    assert invoke({"model": LLAMA, "task": "text-generation", "text": "Hi"}).reply["error"]
+    (record,) = stored(tmp_path)
+    assert (record["task"], record["where"]) == ("text-generation", "router")
+
+
+@pytest.mark.parametrize("suffix", ["/v1", "/v1/", "/v1/chat/completions"])
+def test_a_router_url_written_as_openai_clients_write_it_is_its_root(env, hf, suffix):
+    env.setenv("HUGGINGFACE_ROUTER_URL", hf.base_url + suffix)
+    hf.on_chat(Reply(200, chat_answer()))
+    assert invoke({"model": LLAMA, "task": "text-generation", "text": "Hi"}).reply["success"]
+    assert [r.path for r in hf.chats()] == ["/v1/chat/completions"]
+
+
+def test_the_dead_host_as_router_is_refused_by_name(env, hf):
+    env.setenv("HUGGINGFACE_ROUTER_URL", "https://api-inference.huggingface.co")
+    envelope = invoke({"model": LLAMA, "task": "text-generation", "text": "Hi"}).reply
+    assert "HUGGINGFACE_ROUTER_URL" in envelope["error"] and "shut down" in envelope["error"]
+
+
 @pytest.mark.parametrize(
     "fallback, expected",
     [

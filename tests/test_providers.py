@@ -239,7 +239,8 @@ def test_out_of_credits_is_a_permanent_failure_that_says_so(env, hf):
     assert invoke(event).reply == {"batchItemFailures": []}  # stored and acknowledged
 
 
-def test_a_model_no_enabled_provider_serves_says_what_to_do(env, hf):
+@pytest.mark.parametrize("status", [400, 404])  # the live router says 400
+def test_a_model_no_enabled_provider_serves_says_what_to_do(env, hf, status):
     body = {
         "error": {
             "message": f"The requested model '{LLAMA}' is not supported by any provider you "
@@ -247,11 +248,31 @@ def test_a_model_no_enabled_provider_serves_says_what_to_do(env, hf):
             "type": "invalid_request_error",
         }
     }
-    envelope = chat(hf, Reply(404, body))
+    envelope = chat(hf, Reply(status, body))
     assert envelope["success"] is False
-    assert "not supported by any provider you have enabled" in envelope["error"]
+    assert f"(HTTP {status}): The requested model" in envelope["error"]
     assert "settings/inference-providers" in envelope["error"]
     assert "name one" in envelope["error"]
+
+
+def test_a_named_provider_that_does_not_serve_the_model_says_so(env, hf):
+    body = {"error": "Model not supported by provider groq"}
+    envelope = chat(hf, Reply(400, body), model=f"{LLAMA}:groq")
+    assert envelope["error"].startswith(f"Provider 'groq' does not serve model '{LLAMA}'")
+    assert "name another provider" in envelope["error"]
+
+
+def test_a_fallback_moves_on_when_no_enabled_provider_serves_the_model(env, hf):
+    body = {"error": {"message": "The requested model 'x' is not supported by any provider"}}
+    hf.on_chat(
+        lambda request: (
+            Reply(400, body) if request.json["model"] == LLAMA else Reply(200, chat_answer())
+        )
+    )
+    fields = {"model": LLAMA, "task": "text-generation", "text": "Hi", "fallback": ["other/llm"]}
+    envelope = invoke(fields, remaining_ms=6000).reply
+    assert envelope["success"], envelope["error"]
+    assert envelope["model"] == "other/llm"
 
 
 @pytest.mark.parametrize("status", [400, 422])
