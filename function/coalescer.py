@@ -1,6 +1,7 @@
 """In front of the API client in a batch: identical requests within a run are sent once,
-and single-text feature-extraction requests go `batch_size` texts at a time (the answer is
-split back per text). A chunk whose answer would be over the size limit is sent again in
+and single-text feature-extraction requests (and, run locally, the requests of every task
+whose pipeline takes a list) go `batch_size` texts at a time (the answer is split back per
+text). A chunk whose answer would be over the size limit is sent again in
 halves, so big embedding batches stay within `HF_MAX_RESPONSE_BYTES`.
 """
 
@@ -13,9 +14,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from function.client import ApiResponse, Call, Deadline, Fetcher
+from function.client import LOCAL, ApiResponse, Call, Deadline, Fetcher
 from function.envelope import Usage
 from function.errors import ResponseTooLargeError
+from function.local import LIST_TASKS
 
 FLUSH_AFTER_S = 0.005  # a chunk waits this long for more texts before it is sent
 
@@ -197,8 +199,10 @@ def _sum(a: Any, b: Any) -> Any:
 
 
 def _embeddable(call: Call) -> bool:
-    return (
-        call.url.endswith("/pipeline/feature-extraction")
-        and isinstance(call.payload, dict)
-        and isinstance(call.payload.get("inputs"), str)
-    )
+    """A single-text request that can go with others as one list: feature-extraction on the
+    API, and every task whose pipeline takes a list in this process (`provider: local`)."""
+    if not (isinstance(call.payload, dict) and isinstance(call.payload.get("inputs"), str)):
+        return False
+    if call.url.startswith(LOCAL):
+        return call.url.rpartition("/pipeline/")[2] in LIST_TASKS
+    return call.url.endswith("/pipeline/feature-extraction")

@@ -15,7 +15,9 @@
         ├── ModelLoadingError    model_loading yes          503 + estimated_time
         ├── ServerError          server_error  yes          5xx
         ├── UpstreamTimeoutError timeout       yes    504   no answer in time
-        └── ConnectionFailedError connection   yes          refused, reset, DNS
+        ├── ConnectionFailedError connection   yes          refused, reset, DNS
+        └── LocalModelError      local_model    no          provider local: not cached,
+                                                            too large, damaged, failed
 
 Every error carries a `kind` (logs, metrics, records), whether it is `transient` (a queue
 should try the work again later) and the HTTP status a Function URL answers with. They
@@ -139,3 +141,10 @@ class UpstreamTimeoutError(UpstreamError):
 class ConnectionFailedError(UpstreamError):
     kind = "connection"
     transient = True
+
+
+class LocalModelError(UpstreamError):
+    """`provider: local`: the model is not in the cache, too large, damaged, or its
+    pipeline failed. Permanent: the same model fails the same way until someone acts."""
+
+    kind = "local_model"

@@ -51,14 +51,15 @@ MOVE_ON = (
 )
 
 
-def check_ready(settings: Settings, token: str | None) -> None:
-    """Refuse before any request what cannot work: the dead host, a missing token."""
+def check_ready(settings: Settings, token: str | None, *, needs_token: bool = True) -> None:
+    """Refuse before any request what cannot work: the dead host, a missing token (unless
+    every run of the invocation runs in this process)."""
     if settings.endpoint_host == DEAD_HOST:
         raise ConfigError(
             f"HUGGINGFACE_API_ENDPOINT points at {DEAD_HOST}, which Hugging Face has shut down; "
             f"use {DEFAULT_ENDPOINT}"
         )
-    if settings.needs_token and not token:
+    if needs_token and settings.needs_token and not token:
         raise ConfigError(NO_TOKEN)
 
 
@@ -90,7 +91,10 @@ async def run_inference(
             if deadline.remaining() < MIN_ALTERNATE_S:
                 skipped = ", ".join(c.model for c in chain[position + 1 :])
                 failures.append(f"not tried for lack of time: {skipped}")
-                raise _chain_failed(exc, failures, tried, len(chain), out_of_time=True) from None
+                # Not finished: a batch continues the item, to try them all with time enough.
+                error = _chain_failed(exc, failures, tried, len(chain), out_of_time=True)
+                error.out_of_time = True
+                raise error from None
             log.info("Model %s failed (%s); trying the next alternate", candidate.model, exc.kind)
             continue
         tried.append(_attempt(candidate, None, started, outcome.attempts))

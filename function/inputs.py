@@ -56,6 +56,7 @@ def check_model_id(value: str) -> str:
 PROVIDER_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?")
 POLICIES = ("fastest", "cheapest")
 HF_INFERENCE = "hf-inference"
+LOCAL_PROVIDER = "local"  # in this process (transformers / sentence-transformers), any task
 
 
 def check_model(value: str) -> str:
@@ -74,7 +75,7 @@ def check_model(value: str) -> str:
 def check_provider(value: str) -> str:
     if not PROVIDER_RE.fullmatch(value):
         raise ValueError(
-            f"{_echo(value)} is not a provider name; expected 'auto', 'hf-inference', "
+            f"{_echo(value)} is not a provider name; expected 'auto', 'hf-inference', 'local', "
             "a provider such as 'groq' or 'together', or a policy ('fastest', 'cheapest'): "
             "letters, digits and '-'"
         )
@@ -210,6 +211,11 @@ class RunInputs(BaseModel):
         task = self.task or _infer_task(self)
         if task is None:
             # No task named or implied: the server runs the model's own pipeline on `text`.
+            if self.provider == LOCAL_PROVIDER:
+                raise ValueError(
+                    "task: provider 'local' needs the task named (the model's own pipeline "
+                    "is known only to the Hub)"
+                )
             if self.text is None:
                 raise ValueError(
                     "text is required (or name a task, or give candidate_labels or inputs)"
@@ -240,7 +246,7 @@ class RunInputs(BaseModel):
         """The provider or policy the router is asked for (None: the router picks)."""
         suffix = self.model.partition(":")[2].lower() or None
         chosen = suffix or self.provider
-        return None if chosen in (None, "auto") else chosen
+        return None if chosen in (None, "auto", LOCAL_PROVIDER) else chosen
 
     def alternate(self, alternate: Alternate) -> RunInputs:
         """The same run on another model, provider or endpoint."""
@@ -269,7 +275,10 @@ def implied_task(fields: Mapping[str, Any]) -> str | None:
         fields.get("messages") is not None
         or fields.get("system") is not None
         or (isinstance(model, str) and ":" in model)
-        or (isinstance(provider, str) and provider.lower() not in ("auto", HF_INFERENCE))
+        or (
+            isinstance(provider, str)
+            and provider.lower() not in ("auto", HF_INFERENCE, LOCAL_PROVIDER)
+        )
     ):
         return "text-generation"
     parameters = fields.get("parameters")
@@ -316,11 +325,14 @@ def _check_route(task: str, inputs: RunInputs) -> None:
             f"model: a ':{suffix}' provider suffix is for text-generation; task {task!r} "
             "runs on hf-inference or a named endpoint"
         )
-    if inputs.provider not in (None, "auto", HF_INFERENCE):
+    if inputs.provider not in (None, "auto", HF_INFERENCE, LOCAL_PROVIDER):
         raise ValueError(
             f"provider: {inputs.provider!r} serves text-generation here; task {task!r} runs "
-            "on hf-inference (provider 'hf-inference') or a named endpoint"
+            "on hf-inference (provider 'hf-inference'), in this process (provider 'local') "
+            "or on a named endpoint"
         )
+    if inputs.provider == LOCAL_PROVIDER and inputs.endpoint:
+        raise ValueError("provider 'local' and an endpoint cannot both be given; choose one")
     for name in ("system", "messages"):
         if getattr(inputs, name) is not None:
             raise ValueError(f"{name} is only used by text-generation, not {task!r}")
@@ -391,7 +403,15 @@ def split_comparison(fields: Mapping[str, Any]) -> tuple[list[tuple[Any, dict[st
         alternates = _alternates().validate_python(given)
     except ValidationError as exc:
         raise InputError("Invalid input: compare" + _located(exc)) from None
-    return [(raw, a.fields()) for raw, a in zip(given, alternates, strict=True)], shared
+    chosen = [(raw, a.fields()) for raw, a in zip(given, alternates, strict=True)]
+    if implied_task(shared) is None:
+        # One input, one task: an alternate that implies one (`m:groq` is text-generation)
+        # sets it for all, so that `Qwen/...` beside it is not run as the run config's task.
+        implied = (implied_task({**shared, **fields}) for _, fields in chosen)
+        task = next((t for t in implied if t is not None), None)
+        if task is not None:
+            shared["task"] = task
+    return chosen, shared
 
 
 def _located(exc: ValidationError) -> str:
@@ -563,3 +583,21 @@ def requested_model(merged: Mapping[str, Any]) -> str | None:
     if isinstance(model, str) and len(model) <= 200:
         return model
     return None
+
+
+def local_models(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
+    """The models that run configs run in this process (`provider: local`, their fallbacks
+    and comparisons included), in order, once each: what a container image must hold."""
+    if names is None:
+        names = sorted(p.stem for p in settings.run_config_dir.glob("*.json"))
+    models: dict[str, None] = {}
+    for name in names:
+        config = load_run_config(name, settings, paths=True)
+        alternates = [config, *(config.get("fallback") or []), *(config.get("compare") or [])]
+        for alternate in alternates:
+            if not isinstance(alternate, Mapping):  # a model id: where the run config runs
+                alternate = {"model": alternate}
+            place = {**config, **alternate} if alternate is not config else config
+            if str(place.get("provider") or "").lower() == LOCAL_PROVIDER:
+                models[str(place.get("model", "")).partition(":")[0]] = None
+    return [model for model in models if model]

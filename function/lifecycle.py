@@ -36,6 +36,7 @@ from function.envelope import Outcome
 from function.errors import ConfigError, InputError, RunJobError
 from function.inference import check_ready, run_inference
 from function.inputs import (
+    LOCAL_PROVIDER,
     RunInputs,
     merge_inputs,
     overlay,
@@ -65,12 +66,17 @@ RESERVE_S = 2.0  # work stops this long before the deadline (a quarter of a shor
 FINISH_S = 0.1  # and writing this long before it
 
 
-@dataclass
+@dataclass(repr=False)
 class Handled:
     """The trigger's reply, and whether everything in it succeeded (the CLI's exit status)."""
 
     reply: Any
     ok: bool
+
+    def __repr__(self) -> str:
+        # asyncio.run writes out its main task (and so this result) when it restores the
+        # SIGINT handler: a reply of many megabytes took seconds to print past the deadline.
+        return f"Handled(ok={self.ok})"
 
 
 async def handle_event(event: Any, context: Any = None) -> Handled:
@@ -171,7 +177,8 @@ class Lifecycle:
         try:  # pre-flight, once: a batch without a token is one error, not N item failures
             self.token = await resolve_token(self.settings, self.work)
             remember_keys(self.settings)
-            check_ready(self.settings, self.token)
+            needs_token = any(self._may_call_hugging_face(r) for r in requests)
+            check_ready(self.settings, self.token, needs_token=needs_token)
         except ConfigError as exc:
             log.error("Cannot run: %s", exc.message)
             outcomes = [_failure(exc, self._model_of(r)) for r in requests]
@@ -199,6 +206,21 @@ class Lifecycle:
             await store(self.settings, self.run_meta, records, self.deadline)
         except RunJobError as exc:
             log.error("Could not store the run records: %s", exc.message)
+
+    def _may_call_hugging_face(self, request: Request) -> bool:
+        """Whether a request may need the token: all but runs in this process (`provider:
+        local` with no fallback). Its own problems are found when it runs."""
+        try:
+            fields = request.fields
+            if request.is_batch:
+                from function.batchfields import split_batch
+
+                fields = split_batch(fields)[1]
+            merged = merge_inputs(fields, self.settings, paths=self.paths)
+        except Exception:
+            return True
+        provider = str(merged.get("provider") or "").lower()
+        return provider != LOCAL_PROVIDER or bool(merged.get("fallback"))
 
     def _model_of(self, request: Request) -> str | None:
         """The model a request asks for, for an envelope of a run that could not start."""
@@ -308,7 +330,9 @@ class Lifecycle:
             alternates, shared = split_comparison(request.fields)
         except InputError as exc:
             return _failed(exc, request)
-        async with self._client() as client:
+        # The answers are held together: together they stay within one answer's limit.
+        limit = max(64 * 1024, self.settings.max_response_bytes // len(alternates))
+        async with self._client(answer_limit=limit) as client:
             outcomes = await asyncio.gather(
                 *(self.run_one({**shared, **fields}, client) for _, fields in alternates)
             )
@@ -345,13 +369,24 @@ class Lifecycle:
             except RunJobError as exc:
                 log.error("Could not store the run records: %s", exc.message)
                 retry = True
+        # Over HTTP, a comparison that found no answer says why, as one run would: the status
+        # all its failures share (400 for a bad input they share), else 502.
+        statuses = {o.http_status for o in outcomes}
+        status = 200 if succeeded else (statuses.pop() if len(statuses) == 1 else 502)
         return Done(
-            summary, retry=retry, ok=succeeded == len(records), message_id=request.message_id
+            summary,
+            status,
+            retry=retry,
+            ok=succeeded == len(records),
+            message_id=request.message_id,
         )
 
     @asynccontextmanager
     async def _client(
-        self, batch: BatchFields | None = None, limiter: AdaptiveLimiter | None = None
+        self,
+        batch: BatchFields | None = None,
+        limiter: AdaptiveLimiter | None = None,
+        answer_limit: int | None = None,
     ) -> AsyncIterator[Fetcher]:
         """The API client of a request: for single runs, httpx's own pool; for a batch, many
         connections through aiohttp, its adaptive limiter and the coalescer in front."""
@@ -359,7 +394,10 @@ class Lifecycle:
         many = batch is not None
         async with new_http_client(self.settings, max_connections=cap, many=many) as http:
             if batch is None:
-                yield HFClient(self.settings, http)
+                settings = self.settings
+                if answer_limit is not None:
+                    settings = settings.model_copy(update={"max_response_bytes": answer_limit})
+                yield HFClient(settings, http)
                 return
             from function.coalescer import Coalescer
 

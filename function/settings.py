@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     sqs_concurrency: int = Field(default=10, ge=1, le=100, validation_alias="HF_SQS_CONCURRENCY")
     # The queue the workers read: fan-out parts and batch continuations are sent to it.
     run_queue_url: str | None = Field(default=None, validation_alias="RUN_QUEUE_URL")
+    # provider: local. Models come from the Hugging Face cache (HF_HOME / HF_HUB_CACHE, read
+    # by huggingface_hub); with HF_HUB_OFFLINE nothing is downloaded.
+    hf_hub_offline: bool = Field(default=False, validation_alias="HF_HUB_OFFLINE")
+    local_max_models: int = Field(default=2, ge=1, le=64, validation_alias="HF_LOCAL_MAX_MODELS")
+    local_max_model_mb: int = Field(default=2048, ge=1, validation_alias="HF_LOCAL_MAX_MODEL_MB")
     # Set by Lambda itself: metrics are emitted only there.
     lambda_function_name: str | None = Field(
         default=None, validation_alias="AWS_LAMBDA_FUNCTION_NAME"

@@ -50,7 +50,29 @@ ENV_VARS = (
     "BATCHES_URI",
     "RUN_QUEUE_URL",
     "AWS_LAMBDA_FUNCTION_NAME",
+    "HF_LOCAL_MAX_MODELS",
+    "HF_LOCAL_MAX_MODEL_MB",
 )
+# provider: local: no test reaches a hub. Set before anything imports huggingface_hub (it
+# reads these once); the tests' models live in a cache of their own (`local_models`).
+HF_CACHE = Path(tempfile.mkdtemp(prefix="hf-run-job-test-hub-"))
+os.environ.update(
+    HF_HUB_CACHE=str(HF_CACHE),
+    HF_HUB_OFFLINE="1",
+    HF_HUB_DISABLE_TELEMETRY="1",
+    TOKENIZERS_PARALLELISM="false",
+    TRANSFORMERS_VERBOSITY="error",
+)
+
+
+@pytest.fixture(scope="session")
+def local_models() -> Path:
+    """The tests' Hugging Face cache, with the real all-MiniLM-L6-v2 and tiny models."""
+    from tests.localmodels import build_tiny, lay_minilm
+
+    lay_minilm(HF_CACHE)
+    build_tiny(HF_CACHE)
+    return HF_CACHE
 
 
 @pytest.fixture

@@ -354,6 +354,17 @@ def test_a_comparison_across_providers_of_one_model(env, hf):
     assert summary["results"][0]["usage"]["prompt_tokens"] == 12
 
 
+def test_every_alternate_of_a_comparison_runs_the_task_one_of_them_implies(env, hf):
+    # Over the default (zero-shot) run config: the suffix makes it a chat for both.
+    hf.on_chat(lambda request: Reply(200, chat_answer(f"from {request.json['model']}")))
+    summary = invoke({"text": "Hi", "compare": [f"{LLAMA}:groq", "Qwen/Qwen2.5-7B-Instruct"]}).reply
+    assert summary["succeeded"] == 2, summary
+    assert sorted(r.json["model"] for r in hf.chats()) == sorted(
+        [f"{LLAMA}:groq", "Qwen/Qwen2.5-7B-Instruct"]
+    )
+    assert not any(r["is_classification"] for r in summary["results"])
+
+
 @pytest.mark.parametrize(
     "compare, expected",
     [
@@ -455,15 +466,22 @@ def test_fallback_and_messages_have_limits(env, hf):
     assert hf.requests == []
 
 
-@pytest.mark.parametrize("header", [TOKEN, f"Bearer {TOKEN}", "groq\r\nx", "a" * 100])
+ECHOED = "secret-key-of-the-endpoint-0123"
+
+
+@pytest.mark.parametrize(
+    "header", [TOKEN, f"Bearer {TOKEN}", "groq\r\nx", "a" * 100, ECHOED, "Groq_Key.x"]
+)
 def test_a_provider_header_that_is_not_a_name_is_not_kept(env, hf, tmp_path, header):
+    env.setenv("HF_ENDPOINTS", json.dumps({"own": {"url": "http://own", "token_env": "OWN"}}))
+    env.setenv("OWN", ECHOED)  # a key the job knows: masked wherever it could show
     reply = Reply(200, chat_answer(), {"x-inference-provider": header})
     envelope = invoke({"model": LLAMA, "text": "Hi", "compare": [LLAMA]}).reply
     hf.on_chat(reply)
     summary = invoke({"model": LLAMA, "text": "Hi", "compare": [LLAMA]}).reply
     assert TOKEN not in json.dumps(summary) + json.dumps(envelope)
     assert "provider" not in summary["results"][0]["usage"]
-    assert all(TOKEN not in json.dumps(r) for r in stored(tmp_path))
+    assert all(TOKEN not in json.dumps(r) and ECHOED not in json.dumps(r) for r in stored(tmp_path))
 
 
 def test_a_key_spelled_with_json_escapes_in_an_answer_is_masked(endpoints, hf, tmp_path):
@@ -498,3 +516,32 @@ def test_the_comparison_table_prints_no_control_characters(env, hf):
     done = run_cli("compare", "--text", "Hi", "--model", f"{LLAMA}:groq", env=environment)
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout and "\x07" not in done.stdout and "cleared" in done.stdout
+
+
+def test_batch_items_whose_fallback_runs_out_of_time_are_continued(env, hf):
+    hf.on_chat(Reply(200, chat_answer(), hang=True))
+    items = [{"id": i, "text": f"t{i}"} for i in range(3)]
+    fields = {"items": items, "model": f"{LLAMA}:groq", "fallback": ["other/llm:groq"]}
+    summary = invoke(fields, remaining_ms=3000).reply
+    assert (summary["failed"], summary["continued"]) == (0, 3), summary
+
+
+@pytest.mark.parametrize(
+    "answers, status",
+    [
+        ([Reply(401, {"error": "bad token"})], 502),
+        ([Reply(200, chat_answer()), Reply(401, {"error": "bad token"})], 200),
+        (None, 400),  # every alternate refused for the same bad input
+    ],
+)
+def test_a_comparison_over_http_says_why_nothing_answered(env, hf, answers, status):
+    from tests.test_edges import load_event
+
+    hf.on_chat(*(answers or [Reply(200, chat_answer())]))
+    fields = {"task": "text-generation", "text": "Hi", "compare": [f"{LLAMA}:groq", "x/y:together"]}
+    if answers is None:
+        fields["temperature"] = 1  # not a run input: a bad field both alternates share
+    event = load_event("function-url.json")
+    event.update(body=json.dumps(fields), isBase64Encoded=False)
+    reply = invoke(event).reply
+    assert reply["statusCode"] == status, reply["body"]

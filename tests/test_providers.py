@@ -190,6 +190,18 @@ def test_a_json_answer_is_parsed_into_the_result(env, hf, response_format):
     assert sent(hf).json["response_format"] == response_format
 
 
+def test_a_token_escaped_inside_the_json_text_never_shows(env, hf, tmp_path):
+    escaped = "".join(f"\\u{ord(c):04x}" for c in TOKEN)  # JSON escapes inside the text
+    text = '{"echo": "' + escaped + '"}'
+    envelope = chat(
+        hf, Reply(200, chat_answer(text)), parameters={"response_format": JSON_FORMATS[0]}
+    )
+    assert envelope["success"], envelope["error"]
+    assert envelope["result"]["json"] == {"echo": "***"}
+    assert TOKEN not in json.dumps(envelope)
+    assert all(TOKEN not in json.dumps(record) for record in stored(tmp_path))
+
+
 @pytest.mark.parametrize("response_format", JSON_FORMATS, ids=lambda f: f["type"])
 def test_an_answer_that_is_not_the_json_asked_for_fails_clearly(env, hf, response_format):
     envelope = chat(

@@ -178,13 +178,16 @@ def test_sqs_batch_goes_back_to_the_queue_when_settings_are_invalid(env, hf):
     assert hf.requests == []
 
 
-def test_importing_the_handler_leaves_the_aws_and_batch_paths_unloaded():
+def test_importing_the_handler_leaves_the_aws_batch_and_local_paths_unloaded():
     import subprocess
     import sys
 
     probe = (
         "import sys, handler; print(sorted(m for m in sys.modules if m.split('.')[0] == 'boto3'"
-        " or m in ('function.batch', 'function.limiter', 'function.secrets_backend')"
+        " or m.split('.')[0] in ('torch', 'transformers', 'sentence_transformers',"
+        " 'huggingface_hub', 'numpy')"
+        " or m in ('function.batch', 'function.limiter', 'function.secrets_backend',"
+        " 'function.local')"
         " or m.startswith(('aws_lambda_powertools.utilities.parameters',"
         " 'aws_lambda_powertools.utilities.batch'))))"
     )

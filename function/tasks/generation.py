@@ -9,6 +9,7 @@ from function import jsontext
 from function.client import Call
 from function.errors import BadResponseError
 from function.inputs import RunInputs
+from function.redact import redact_value
 from function.tasks.base import Task, is_number, single
 
 if TYPE_CHECKING:
@@ -66,7 +67,9 @@ class TextGeneration(Task):
                 f"Model '{inputs.model}' was asked for JSON (response_format) but its text is "
                 f"not JSON ({exc}): {excerpt!r}"
             ) from None
-        return {**result, "json": value}
+        # The text was read once more: an escaped secret in it (`\\u0068f_...`) is only
+        # now the secret itself.
+        return {**result, "json": redact_value(value)}
 
     def tokens(self, body: Any) -> tuple[int | None, int | None]:
         usage = body.get("usage") if isinstance(body, dict) else None

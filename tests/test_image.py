@@ -1,0 +1,106 @@
+"""The container image for `provider: local`, without Docker (no daemon here): the
+Dockerfile's own steps run in a fresh virtualenv against a pre-filled model cache, then the
+Lambda handler runs in what they built. What cannot run here: the base image itself, and a
+download from the Hub (the cache is filled by the tests, as HF_HUB_OFFLINE=1 says)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+DOCKERFILE = ROOT / "Dockerfile"
+# On this project's machines a CPU build of torch lies on disk; the image takes it from
+# PyTorch's CPU index instead (no network reaches it here).
+TORCH_HERE = "torch==2.13.0"
+
+
+def instructions() -> list[tuple[str, str]]:
+    """The Dockerfile as (INSTRUCTION, arguments), continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    steps = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, _, rest = line.partition(" ")
+            steps.append((name.upper(), rest.strip()))
+    return steps
+
+
+def test_the_dockerfile_s_steps_build_an_environment_where_the_handler_runs(
+    local_models, tmp_path: Path
+):
+    steps = instructions()
+    assert steps[0] == ("FROM", "public.ecr.aws/lambda/python:3.12")
+    assert steps[-1] == ("CMD", '["handler.lambda_handler"]')
+    task_root, venv = tmp_path / "task", tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUGGINGFACE", "HF_"))}
+    env.update(
+        PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}",
+        PIP_NO_COMPILE="1",  # quicker; the image compiles as pip does by default
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        LAMBDA_TASK_ROOT=str(task_root),
+    )
+    arguments: dict[str, str] = {}
+    ran = []
+    for name, rest in steps:
+        if name == "ARG":
+            key, _, default = rest.partition("=")
+            arguments[key] = TORCH_HERE if key == "TORCH_PIP" else default.strip('"')
+        elif name == "ENV":
+            for key, value in re.findall(r'(\w+)=("[^"]*"|\S+)', rest):
+                env[key] = value.strip('"')
+        elif name == "WORKDIR":
+            assert rest == "${LAMBDA_TASK_ROOT}"
+            task_root.mkdir()
+        elif name == "COPY":
+            *sources, target = rest.split()
+            for source in sources:
+                destination = (
+                    task_root / target / (Path(source).name if target.endswith("/") else "")
+                )
+                copy = shutil.copytree if (ROOT / source).is_dir() else shutil.copy
+                copy(ROOT / source, destination)
+        elif name == "RUN":
+            # The models come from the tests' cache: no hub is reached.
+            env.update(HF_HUB_CACHE=str(local_models), HF_HUB_OFFLINE="1")
+            command = re.sub(r"\$\{(\w+)\}", lambda m: arguments[m.group(1)], rest)
+            done = subprocess.run(
+                command, shell=True, cwd=task_root, env=env, capture_output=True, text=True
+            )
+            assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+            ran.append((command, done.stdout))
+    assert [c for c, _ in ran][-1] == "python -m function fetch-models"
+    assert "ok       sentence-transformers/all-MiniLM-L6-v2" in ran[-1][1]
+
+    # The handler, as the image's CMD runs it, on the local demo's run config.
+    probe = (
+        "import json, handler\n"
+        "class Context:\n"
+        "    aws_request_id = 'image-test'\n"
+        "    function_name = 'hf-run-job'\n"
+        "    memory_limit_in_mb = 2048\n"
+        "    invoked_function_arn = 'arn:aws:lambda:us-east-1:1:function:hf-run-job'\n"
+        "    def get_remaining_time_in_millis(self): return 60_000\n"
+        "print(json.dumps(handler.lambda_handler({'run_config': 'local-demo'}, Context())))\n"
+    )
+    env["RESULTS_URI"] = str(tmp_path / "runs")
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe],
+        cwd=task_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    envelope = json.loads(done.stdout.strip().splitlines()[-1])
+    assert envelope["success"], envelope["error"]
+    assert len(envelope["result"]) == 3 and envelope["model"].endswith("all-MiniLM-L6-v2")

@@ -1,0 +1,274 @@
+"""provider: local: the same envelope from a model run in this process, with no API, no
+token and no hub (HF_HUB_OFFLINE=1 and a cache of the tests' own: see tests/localmodels.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import invoke, run_cli
+from tests.fakehf import REFERENCE_DIR, Reply
+from tests.localmodels import MINILM, TINY, snapshot
+from tests.schemas import assert_valid
+from tests.test_edges import stored
+
+RECORDED = REFERENCE_DIR / "recorded-responses"
+
+
+@pytest.fixture
+def local(env, local_models, monkeypatch):
+    """The job's environment with no token: a local run needs none."""
+    from function import local as backend
+
+    env.delenv("HUGGINGFACE_API_KEY")
+    backend.MODELS.clear()
+    loads: list[tuple[str, str]] = []
+    real_load = backend.load
+
+    def counted(model_id, task, settings):
+        loads.append((model_id, task))
+        return real_load(model_id, task, settings)
+
+    monkeypatch.setattr(backend, "load", counted)
+    yield loads
+    backend.MODELS.clear()
+
+
+def recorded(name: str) -> tuple[dict, object]:
+    """A recorded exchange's request body and answer body."""
+    exchange = json.loads((RECORDED / name).read_text())["exchanges"][0]
+    request, answer = exchange["request"]["body"], exchange["response"]["body"]
+    return (
+        json.loads(request) if isinstance(request, str) else request,
+        json.loads(answer) if isinstance(answer, str) else answer,
+    )
+
+
+def run(**fields) -> dict:
+    return invoke({"provider": "local", **fields}, remaining_ms=60_000).reply
+
+
+# -- fidelity: the real model against the live API's recorded answers ------------------------------
+
+
+def test_feature_extraction_matches_the_recorded_api_vector(local, hf):
+    sent, expected = recorded(
+        "legacy-api-inference__InferenceClientVCRTest.test_feature_extraction_with_sentence_"
+        "transformers.json"
+    )
+    text = sent["inputs"]
+    envelope = run(model=MINILM, task="feature-extraction", text=text)
+    assert envelope["success"], envelope["error"]
+    (vector,) = envelope["result"]
+    assert len(vector) == len(expected) == 384
+    dot = sum(a * b for a, b in zip(vector, expected, strict=True))
+    cosine = dot / math.sqrt(sum(a * a for a in vector) * sum(b * b for b in expected))
+    assert cosine >= 0.9999
+    assert max(abs(a - b) for a, b in zip(vector, expected, strict=True)) <= 1e-4
+    assert_valid("feature-extraction", "output", envelope["result"])
+    assert hf.requests == []
+
+
+def test_sentence_similarity_matches_the_recorded_api_scores(local, hf):
+    sent, expected = recorded(
+        "router__TestInferenceClient.test_sentence_similarity__hf-inference__sentence-"
+        "similarity.json"
+    )
+    inputs = {"source_sentence": sent["source_sentence"], "sentences": sent["sentences"]}
+    envelope = run(model=MINILM, task="sentence-similarity", inputs=inputs)
+    assert envelope["success"], envelope["error"]
+    assert len(envelope["result"]) == len(expected)
+    assert all(abs(a - b) <= 1e-4 for a, b in zip(envelope["result"], expected, strict=True))
+    assert_valid("sentence-similarity", "output", envelope["result"])
+
+
+# -- every task family, through its real pipeline -------------------------------------------
+
+CASES = {
+    "text-classification": ({"text": "my parcel is late"}, True),
+    "zero-shot-classification": (
+        {"text": "my parcel is late", "candidate_labels": "billing, shipping"},
+        True,
+    ),
+    "token-classification": ({"text": "hello world who are you"}, False),
+    "question-answering": (
+        {"inputs": {"question": "what is the capital", "context": "paris is in france"}},
+        False,
+    ),
+    "fill-mask": ({"text": "my parcel is [MASK]"}, False),
+    "feature-extraction": ({"text": "hello world"}, False),
+    "summarization": ({"text": "my parcel is late"}, False),
+    "translation": ({"text": "hello world"}, False),
+    "text-generation": ({"text": "who are you", "system": "answer", "max_tokens": 4}, False),
+}
+
+
+@pytest.mark.parametrize("task", sorted(CASES))
+def test_every_task_runs_in_process_into_the_same_envelope(local, hf, tmp_path, task):
+    fields, is_classification = CASES[task]
+    fields = {"candidate_labels": None, **fields}  # not the default run config's labels
+    if "max_tokens" in fields:
+        fields["parameters"] = {"max_tokens": fields.pop("max_tokens")}
+    envelope = run(model=TINY[task], task=task, **fields)
+    assert envelope["success"], envelope["error"]
+    assert envelope["is_classification"] is is_classification
+    assert envelope["model"] == TINY[task]
+    assert_valid(task, "output", envelope["result"])
+    assert hf.requests == []  # no API, no token
+    (record,) = stored(tmp_path)
+    assert record["where"] == "local"
+    if task == "text-generation":
+        assert record["prompt_tokens"] > 0
+
+
+def test_a_chat_answer_has_the_openai_shape_the_router_gives(local, hf):
+    envelope = run(
+        model=TINY["text-generation"],
+        messages=[{"role": "user", "content": "who are you"}],
+        parameters={"max_new_tokens": 3, "seed": 1},
+    )
+    assert envelope["success"], envelope["error"]
+    assert isinstance(envelope["result"]["generated_text"], str)
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+def test_a_model_not_in_the_cache_says_how_to_fetch_it(local, hf):
+    envelope = run(model="nobody/not-cached", task="text-classification", text="x")
+    assert envelope["success"] is False
+    assert "'nobody/not-cached' is not in the Hugging Face cache" in envelope["error"]
+    assert "HF_HUB_OFFLINE" in envelope["error"]
+    assert "hf download nobody/not-cached" in envelope["error"]
+
+
+def test_a_damaged_model_folder_is_a_clear_failure(local, hf, local_models):
+    folder = snapshot(local_models, "broken/model")
+    (folder / "config.json").write_text("{not json")
+    (folder / "model.safetensors").write_bytes(b"\0" * 64)
+    envelope = run(model="broken/model", task="text-classification", text="x")
+    assert envelope["success"] is False
+    assert "'broken/model'" in envelope["error"] and "could not be loaded" in envelope["error"]
+    assert "hf download broken/model" in envelope["error"]
+
+
+def test_a_model_too_large_for_the_memory_setting_is_refused_before_loading(local, hf, env):
+    env.setenv("HF_LOCAL_MAX_MODEL_MB", "10")
+    envelope = run(model=MINILM, task="feature-extraction", text="x")
+    assert envelope["success"] is False
+    assert "too large" in envelope["error"] and "HF_LOCAL_MAX_MODEL_MB (10 MB)" in envelope["error"]
+
+
+def test_loading_counts_against_the_deadline_and_the_model_stays_loaded(local, hf, monkeypatch):
+    from function import local as backend
+
+    release = threading.Event()
+    real_load = backend.load
+
+    def slow(model_id, task, settings):
+        release.wait(10)
+        return real_load(model_id, task, settings)
+
+    monkeypatch.setattr(backend, "load", slow)
+    fields = {"provider": "local", "model": MINILM, "task": "feature-extraction", "text": "x"}
+    invoked = invoke(fields, remaining_ms=2000)
+    assert invoked.reply["success"] is False
+    assert "did not finish loading before the deadline" in invoked.reply["error"]
+    assert invoked.elapsed < 2.0
+    release.set()
+    assert invoke(fields, remaining_ms=60_000).reply["success"]  # the same load, finished
+
+
+def test_a_model_loads_once_and_the_cache_keeps_at_most_the_set_number(local, hf, env):
+    from function import local as backend
+
+    env.setenv("HF_LOCAL_MAX_MODELS", "1")
+    for _ in range(2):
+        assert run(model=TINY["fill-mask"], task="fill-mask", text="my [MASK]")["success"]
+    assert local == [(TINY["fill-mask"], "fill-mask")]
+    assert run(model=TINY["text-classification"], task="text-classification", text="x")["success"]
+    assert len(backend.MODELS._models) == 1
+    assert run(model=TINY["fill-mask"], task="fill-mask", text="my [MASK]")["success"]
+    assert len(local) == 3  # evicted, then loaded again
+
+
+def test_a_batch_shares_one_model_and_runs_its_items_in_chunks(local, hf, monkeypatch):
+    from function import local as backend
+
+    sizes: list[int] = []
+    classify = backend.ANSWERS["text-classification"]
+
+    def counted(model, payload):
+        inputs = payload["inputs"]
+        sizes.append(len(inputs) if isinstance(inputs, list) else 1)
+        return classify(model, payload)
+
+    monkeypatch.setitem(backend.ANSWERS, "text-classification", counted)
+    items = [{"id": i, "text": f"my parcel {i} is late"} for i in range(70)]
+    summary = invoke(
+        {
+            "provider": "local",
+            "model": TINY["text-classification"],
+            "task": "text-classification",
+            "candidate_labels": None,
+            "items": items,
+            "batch_size": 16,
+        },
+        remaining_ms=60_000,
+    ).reply
+    assert summary["succeeded"] == 70, summary
+    assert [r["id"] for r in summary["results"]] == list(range(70))
+    assert sum(sizes) == 70 and max(sizes) <= 16 and len(sizes) < 70 / 4
+    assert local == [(TINY["text-classification"], "text-classification")]
+
+
+def test_a_failing_api_falls_back_to_the_model_in_process(local, hf, env):
+    env.setenv("HUGGINGFACE_API_KEY", "hf_fallbackToken0123456789abcdef")
+    env.setenv("HF_MAX_RETRIES", "0")
+    hf.on(f"/models/{MINILM}/pipeline/feature-extraction", Reply(500, {"error": "down"}))
+    fields = {
+        "model": MINILM,
+        "task": "feature-extraction",
+        "text": "Hi, who are you?",
+        "fallback": [{"provider": "local"}],
+    }
+    envelope = invoke(fields, remaining_ms=60_000).reply
+    assert envelope["success"], envelope["error"]
+    assert len(envelope["result"][0]) == 384
+    assert len(hf.requests) == 1
+
+
+def test_provider_local_needs_the_task_named(local, hf):
+    envelope = run(model=MINILM, text="x", candidate_labels=None)
+    assert envelope["success"] is False
+    assert "task: provider 'local' needs the task named" in envelope["error"]
+
+
+def test_the_cli_runs_a_model_locally_with_no_token(local_models, tmp_path: Path):
+    done = run_cli(
+        "run",
+        "--provider",
+        "local",
+        "--model",
+        MINILM,
+        "--task",
+        "sentence-similarity",
+        "--inputs",
+        json.dumps({"source_sentence": "a parcel", "sentences": ["a parcel", "the weather"]}),
+        env={},
+    )
+    assert done.returncode == 0, done.stderr
+    scores = json.loads(done.stdout)["result"]
+    assert scores[0] > 0.99 and scores[1] < scores[0]
+
+
+def test_without_a_token_make_run_s_envelope_stays_and_stderr_points_to_run_local():
+    done = run_cli("run", env={})
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["error"].startswith("No Hugging Face token")
+    hints = [line for line in done.stderr.splitlines() if "make run-local" in line]
+    assert len(hints) == 1
