@@ -159,6 +159,17 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The container image test installs torch into a fresh virtualenv: that starts now, in
+    the background, and the test runs last, when it is done (tests/test_image.py)."""
+    image = [item for item in items if item.nodeid.startswith("tests/test_image.py")]
+    if image:
+        from tests.test_image import start_in_background
+
+        start_in_background()
+        items[:] = [item for item in items if item not in image] + image
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not REFERENCE_DIR.is_dir():
         raise pytest.UsageError(
