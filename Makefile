@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: run run-local test fuzz lint bench clean
+.PHONY: run run-local test fuzz lint bench clean template-image
 
 # One make at a time builds the virtualenv (flock, from util-linux; without it, no lock): a
 # second `make run` started meanwhile waits for it, then finds it ready, instead of racing it
@@ -84,3 +84,33 @@ build-RunJobFunction:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-compile \
 	    --target "$(ARTIFACTS_DIR)" $(LAMBDA_PIP) $(LAMBDA_DEPS)
 	find "$(ARTIFACTS_DIR)" -name __pycache__ -prune -exec rm -rf {} +
+
+# --- the container image (provider: local) --------------------------------------------------
+# template.yaml deploys the lean zip package. `make template-image` writes the same stack
+# with the function built from the Dockerfile instead (CPU torch, the [local] extra, the run
+# configs' models), for `sam build -t build/template-image.json` and `sam deploy`. A
+# template parameter cannot choose: SAM takes PackageType only as a literal, and `sam build`
+# builds every function whatever its condition (zip deploys would need Docker).
+IMAGE_TEMPLATE ?= build/template-image.json
+define TO_IMAGE
+import json, os, sys
+from samtranslator.yaml_helper import yaml_parse
+template = yaml_parse(open("template.yaml").read())
+function = template["Resources"]["RunJobFunction"]
+context = os.path.relpath(".", os.path.dirname(os.path.abspath(sys.argv[1])))  # from the file
+function["Metadata"] = {"Dockerfile": "Dockerfile", "DockerContext": context, "DockerTag": "local"}
+properties = function["Properties"]
+for name in ("CodeUri", "Handler", "Runtime"):
+    del properties[name]
+properties.update(PackageType="Image", Architectures=["x86_64"])
+template["Parameters"]["FunctionMemory"]["Default"] = 2048  # torch and a model
+with open(sys.argv[1], "w") as out:
+    json.dump(template, out, indent=1)
+endef
+export TO_IMAGE
+
+template-image: $(STAMP)
+	mkdir -p "$(dir $(IMAGE_TEMPLATE))"
+	$(BIN)/python -c "$$TO_IMAGE" "$(IMAGE_TEMPLATE)"
+	@echo "wrote $(IMAGE_TEMPLATE): sam build -t $(IMAGE_TEMPLATE) && sam deploy --guided"
+

@@ -110,11 +110,12 @@ def rss(n: int) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="hf-run-job-bench-"))
     source = workdir / "in.jsonl"
     source.write_text("".join(json.dumps(t) + "\n" for t in texts(n)))
-    args = ["--provider", "local", "--task", "feature-extraction", "--model", MODEL]
-    args += ["--label", "null", "--batch-size", str(BATCH)]
+    command = [sys.executable, "-m", "function", "batch", "--input", str(source)]
+    command += ["--output", str(workdir / "out.jsonl"), "--provider", "local"]
+    command += ["--task", "feature-extraction", "--model", MODEL, "--label", "null"]
+    command += ["--batch-size", str(BATCH)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "function", "batch", "--input", str(source)]
-        + ["--output", str(workdir / "out.jsonl"), *args],
+        command,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -262,3 +262,49 @@ def test_sam_build_makes_a_lean_package(tmp_path):
     assert any(package.glob("pydantic_core/*aarch64*.so")), "arm64 wheels for the runtime"
     size = sum(p.stat().st_size for p in package.rglob("*") if p.is_file())
     assert size < 30 * 2**20, f"package is {size / 2**20:.1f} MiB"
+
+
+def test_the_image_template_is_the_same_stack_with_the_function_from_the_dockerfile(tmp_path):
+    target = tmp_path / "build" / "template-image.json"
+    done = subprocess.run(
+        ["make", "-s", "template-image", f"IMAGE_TEMPLATE={target}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    image = json.loads(target.read_text())
+    function = image["Resources"]["RunJobFunction"]
+    assert function["Properties"]["PackageType"] == "Image"
+    assert not {"CodeUri", "Handler", "Runtime"} & set(function["Properties"])
+    context = target.parent / function["Metadata"]["DockerContext"]
+    assert (context / function["Metadata"]["Dockerfile"]).resolve() == ROOT / "Dockerfile"
+    zipped = template()
+    assert set(image["Resources"]) == set(zipped["Resources"])  # only the package differs
+    assert function["Properties"]["Events"] == _function(zipped)["Events"]
+    assert function["Properties"]["Policies"] == _function(zipped)["Policies"]
+    done = cfn_lint(target)
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+    validated = subprocess.run(
+        [str(BIN / "sam"), "validate", "--region", "us-east-1", "-t", str(target)],
+        capture_output=True,
+        text=True,
+        env=TOOL_ENV,
+        timeout=300,
+    )
+    assert "is a valid SAM Template" in validated.stdout + validated.stderr
+    # The image `sam package` would push, as `expand` gives zip functions their S3 code.
+    packaged = copy.deepcopy(image)
+    packaged["Resources"]["RunJobFunction"]["Properties"]["ImageUri"] = (
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/hf-run-job:local"
+    )
+    expanded = transform(packaged, {}, _NoManagedPolicies())
+    path = tmp_path / "expanded.json"
+    path.write_text(json.dumps(expanded, indent=1))
+    done = cfn_lint(path)
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+    (lambda_function,) = [
+        r for r in expanded["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
+    ]
+    assert lambda_function["Properties"]["PackageType"] == "Image"
