@@ -171,11 +171,55 @@ async def transport_cost(endpoint: str, transport: str, requests: int) -> tuple[
     return requests / elapsed, cpu / requests * 1000
 
 
+def local_rows(python: str, items: int, rss_items: int) -> list[tuple[str, str, str, str]]:
+    """provider: local (bench/local.py, in a Python that has the [local] extra)."""
+
+    def run(*args: str) -> dict:
+        done = subprocess.run(
+            [python, str(HERE / "local.py"), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    rates = run("measure", str(items))
+    rss_small, rss_large = run("rss", "1000")["rss"], run("rss", str(rss_items))["rss"]
+    return [
+        (
+            f"local feature-extraction items/s vs SentenceTransformer.encode ({items:,} texts)",
+            f"{rates['ours']:.0f} / {rates['encode']:.0f}",
+            f"{rates['ours'] / rates['encode']:.2f}",
+            ">= 0.9",
+        ),
+        (
+            "local feature-extraction items/s vs one pipeline call per item",
+            f"{rates['ours']:.0f} / {rates['per_item']:.0f}",
+            f"{rates['ours'] / rates['per_item']:.2f}",
+            ">= 2.5",
+        ),
+        (
+            f"local peak RSS, {rss_items:,} vs 1,000 items",
+            f"{rss_large / 1024:.0f} / {rss_small / 1024:.0f} MiB",
+            f"{rss_large / rss_small:.2f}",
+            "<= 1.3",
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=5000)
     parser.add_argument("--rss-items", type=int, default=100_000)
     parser.add_argument("--cold-runs", type=int, default=40)
+    parser.add_argument("--local-items", type=int, default=4000)
+    parser.add_argument("--local-rss-items", type=int, default=20_000)
+    parser.add_argument(
+        "--local-python",
+        default=str(ROOT / ".venv" / "bin" / "python"),
+        help="a Python with the [local] extra (the test virtualenv): provider: local rows",
+    )
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
     work = Path(tempfile.mkdtemp(prefix="hf-run-job-bench-"))
@@ -275,6 +319,8 @@ def main() -> None:
             "> 1",
         )
     )
+
+    rows += local_rows(args.local_python, args.local_items, args.local_rss_items)
 
     ours_cold, deps_cold, declared_cold, hub_cold = cold_starts(
         [
