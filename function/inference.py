@@ -20,6 +20,7 @@ from function.errors import (
     BadResponseError,
     ConfigError,
     ConnectionFailedError,
+    LocalModelError,
     ModelLoadingError,
     NotFoundError,
     PaymentRequiredError,
@@ -39,8 +40,10 @@ log = logging.getLogger(__name__)
 _MODEL_PIPELINE = ModelPipeline()
 MIN_ALTERNATE_S = 1.0
 # Failures another model, provider or endpoint could fix: not served, still loading, over
-# capacity or failing after retries, out of time, unreachable, out of credits.
+# capacity or failing after retries, out of time, unreachable, out of credits, and a model
+# that cannot run in this process (not cached, too large, damaged).
 MOVE_ON = (
+    LocalModelError,
     NotFoundError,
     ModelLoadingError,
     ServerError,

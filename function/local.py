@@ -66,7 +66,7 @@ async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiRe
     started = time.monotonic()
     try:
         async with asyncio.timeout(deadline.remaining()):
-            body = await asyncio.to_thread(model.answer, call.payload)
+            body = await asyncio.to_thread(model.answer, call.payload, deadline.remaining())
     except TimeoutError:
         raise _late(f"Model '{model_id}' did not answer before the deadline") from None
     except (InputError, LocalModelError):
@@ -99,9 +99,11 @@ class Model:
     sentence_transformer: bool
     lock: threading.Lock
 
-    def answer(self, payload: dict[str, Any]) -> Any:
+    def answer(self, payload: dict[str, Any], seconds: float) -> Any:
+        """The answer, within `seconds` where the pipeline can be told (text generation
+        stops there); the deadline bounds the wait for the others."""
         with self.lock:  # one call at a time: a tokenizer is not safe across threads
-            answer = ANSWERS[self.task](self, payload)
+            answer = ANSWERS[self.task](self, payload, seconds)
         # Sentence models answer lists of floats already; pipelines hold numpy scalars.
         return answer if self.sentence_transformer else _plain(answer)
 
@@ -228,7 +230,7 @@ def _parameters(payload: dict[str, Any], *names: str) -> dict[str, Any]:
     return {name: given[name] for name in names if given.get(name) is not None}
 
 
-def _embed(model: Model, payload: dict[str, Any]) -> Any:
+def _embed(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
     texts = payload["inputs"]
     if not model.sentence_transformer:  # token embeddings: [1][tokens][d] a text
         return model.pipeline(texts, **_parameters(payload, "truncation"))
@@ -239,7 +241,7 @@ def _embed(model: Model, payload: dict[str, Any]) -> Any:
     return model.pipeline.encode(texts, batch_size=max(1, batch), **options).tolist()
 
 
-def _similarity(model: Model, payload: dict[str, Any]) -> Any:
+def _similarity(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
     if not model.sentence_transformer:
         raise LocalModelError(
             f"sentence-similarity runs locally on sentence-transformers models only; "
@@ -252,50 +254,101 @@ def _similarity(model: Model, payload: dict[str, Any]) -> Any:
     return model.pipeline.similarity(source, sentences)[0].tolist()
 
 
-def _classify(model: Model, payload: dict[str, Any]) -> Any:
+def _classify(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
     options = {"top_k": None, **_parameters(payload, "top_k", "function_to_apply")}
     return model.pipeline(payload["inputs"], **options)
 
 
-def _zero_shot(model: Model, payload: dict[str, Any]) -> Any:
+def _zero_shot(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
     options = _parameters(payload, "candidate_labels", "multi_label", "hypothesis_template")
     return model.pipeline(payload["inputs"], **options)
 
 
-def _entities(model: Model, payload: dict[str, Any]) -> Any:
+def _entities(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
     options = {"aggregation_strategy": "simple"}
     options.update(_parameters(payload, "aggregation_strategy", "ignore_labels", "stride"))
     return model.pipeline(payload["inputs"], **options)
 
 
-def _fill_mask(model: Model, payload: dict[str, Any]) -> Any:
+def _fill_mask(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
     return model.pipeline(payload["inputs"], **_parameters(payload, "top_k", "targets"))
 
 
-def _answer_question(model: Model, payload: dict[str, Any]) -> Any:
+def _answer_question(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
     options = _parameters(payload, "top_k", "max_answer_len", "handle_impossible_answer")
     return model.pipeline(**payload["inputs"], **options)
 
 
-def _generate_text2text(model: Model, payload: dict[str, Any]) -> Any:
+def _generate_text2text(model: Model, payload: dict[str, Any], seconds: float) -> Any:
     given = payload.get("parameters") or {}
-    options = {**(given.get("generate_parameters") or {})}
+    options = _generation(given.get("generate_parameters") or {}, seconds)
     options.update(_parameters(payload, "src_lang", "tgt_lang", "truncation"))
     return model.pipeline(payload["inputs"], **options)
 
 
-def _chat(model: Model, payload: dict[str, Any]) -> Any:
+# What generation may be asked for in this process, and how much of it: nothing else reaches
+# `generate` (no device, no model arguments), and no request can hold the CPU for long.
+MAX_NEW_TOKENS = 2048
+_GENERATION_LIMITS: dict[str, float | None] = {
+    "max_new_tokens": MAX_NEW_TOKENS,
+    "max_length": MAX_NEW_TOKENS,
+    "min_new_tokens": MAX_NEW_TOKENS,
+    "min_length": MAX_NEW_TOKENS,
+    "num_beams": 8,
+    "no_repeat_ngram_size": 16,
+    "top_k": 1000,
+    "do_sample": None,
+    "early_stopping": None,
+    "temperature": None,
+    "top_p": None,
+    "typical_p": None,
+    "repetition_penalty": None,
+    "length_penalty": None,
+    "epsilon_cutoff": None,
+    "eta_cutoff": None,
+}
+
+
+def _generation(given: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Generation options from the run's parameters, checked; generation stops at the
+    deadline (`max_time`)."""
+    if not isinstance(given, dict):
+        raise InputError("Invalid input: parameters.generate_parameters: expected an object")
+    options: dict[str, Any] = {}
+    for name, value in given.items():
+        if name not in _GENERATION_LIMITS:
+            known = ", ".join(_GENERATION_LIMITS)
+            raise InputError(
+                f"Invalid input: parameters.generate_parameters.{str(name)[:40]} is not used "
+                f"by provider local; expected one of {known}"
+            )
+        limit = _GENERATION_LIMITS[name]
+        if limit is not None and not (isinstance(value, int) and 0 <= value <= limit):
+            raise InputError(
+                f"Invalid input: parameters.generate_parameters.{name}: expected a whole "
+                f"number from 0 to {limit:.0f} (provider local)"
+            )
+        options[name] = value
+    options["max_time"] = max(0.01, seconds)
+    return options
+
+
+def _chat(model: Model, payload: dict[str, Any], seconds: float) -> Any:
     """A chat model's chat template through the text-generation pipeline, answered as the
     OpenAI-compatible route answers."""
     pipeline, messages = model.pipeline, payload["messages"]
-    options: dict[str, Any] = {"return_full_text": False}
-    options["max_new_tokens"] = payload.get("max_tokens") or 256
+    wanted = {"max_new_tokens": payload.get("max_tokens") or 256}
     temperature = payload.get("temperature")
-    options["do_sample"] = bool(temperature) or payload.get("top_p") is not None
+    wanted["do_sample"] = bool(temperature) or payload.get("top_p") is not None
     if temperature:
-        options["temperature"] = temperature
+        wanted["temperature"] = temperature
     if payload.get("top_p") is not None:
-        options["top_p"] = payload["top_p"]
+        wanted["top_p"] = payload["top_p"]
+    try:
+        options = {"return_full_text": False, **_generation(wanted, seconds)}
+    except InputError as exc:
+        message = exc.message.replace("generate_parameters.max_new_tokens", "max_tokens")
+        raise InputError(message) from None
     if payload.get("seed") is not None:
         from transformers import set_seed
 
@@ -328,7 +381,7 @@ def _chat(model: Model, payload: dict[str, Any]) -> Any:
     }
 
 
-ANSWERS: dict[str, Callable[[Model, dict[str, Any]], Any]] = {
+ANSWERS: dict[str, Callable[[Model, dict[str, Any], float], Any]] = {
     "feature-extraction": _embed,
     "sentence-similarity": _similarity,
     "text-classification": _classify,

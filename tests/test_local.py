@@ -202,10 +202,10 @@ def test_a_batch_shares_one_model_and_runs_its_items_in_chunks(local, hf, monkey
     sizes: list[int] = []
     classify = backend.ANSWERS["text-classification"]
 
-    def counted(model, payload):
+    def counted(model, payload, seconds):
         inputs = payload["inputs"]
         sizes.append(len(inputs) if isinstance(inputs, list) else 1)
-        return classify(model, payload)
+        return classify(model, payload, seconds)
 
     monkeypatch.setitem(backend.ANSWERS, "text-classification", counted)
     items = [{"id": i, "text": f"my parcel {i} is late"} for i in range(70)]
@@ -240,6 +240,37 @@ def test_a_failing_api_falls_back_to_the_model_in_process(local, hf, env):
     assert envelope["success"], envelope["error"]
     assert len(envelope["result"][0]) == 384
     assert len(hf.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "task, fields, expected",
+    [
+        ("text-generation", {"text": "hi", "parameters": {"max_tokens": 10**9}}, "max_tokens"),
+        (
+            "summarization",
+            {"text": "hi", "parameters": {"generate_parameters": {"num_beams": 1000}}},
+            "generate_parameters.num_beams: expected a whole number from 0 to 8",
+        ),
+        (
+            "summarization",
+            {"text": "hi", "parameters": {"generate_parameters": {"device": "cuda"}}},
+            "generate_parameters.device is not used by provider local",
+        ),
+    ],
+)
+def test_generation_cannot_be_asked_for_more_than_a_run_can_give(local, hf, task, fields, expected):
+    envelope = run(model=TINY[task], task=task, candidate_labels=None, **fields)
+    assert envelope["success"] is False
+    assert envelope["error"].startswith("Invalid input: parameters.")
+    assert expected in envelope["error"]
+
+
+def test_a_model_that_cannot_run_here_moves_a_fallback_on(local, hf):
+    fields = {"model": "nobody/not-cached", "task": "text-classification", "text": "x"}
+    fallback = [{"model": TINY["text-classification"], "provider": "local"}]
+    envelope = run(**fields, candidate_labels=None, fallback=fallback)
+    assert envelope["success"], envelope["error"]
+    assert envelope["model"] == TINY["text-classification"]
 
 
 def test_provider_local_needs_the_task_named(local, hf):
