@@ -2,8 +2,8 @@
 # of torch, the [local] extra, and the models that the run configs run locally, downloaded
 # into the image at build time (a function must not download models on a cold start).
 #
-#   sam build --parameter-overrides PackageType=Image   (template.yaml), or
-#   docker build -t hf-run-job-local .
+#   make template-image && sam build -t build/template-image.json   (an x86_64 function), or
+#   docker build --platform linux/amd64 -t hf-run-job-local .
 #
 # tests/test_image.py runs the RUN steps below in a fresh virtualenv against a pre-filled
 # cache, and the handler in what they build.

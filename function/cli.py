@@ -28,6 +28,8 @@ examples:
   hf-run-job run --config my_job --param multi_label=true
   hf-run-job run --model meta-llama/Llama-3.1-8B-Instruct --provider groq \\
       --system "Answer in one sentence." --text "What is deep learning?"
+  hf-run-job run --provider local --model sentence-transformers/all-MiniLM-L6-v2 \\
+      --task feature-extraction --text "Hi"   # in this process: no token (needs [local])
   hf-run-job compare --text "Refund not received" --model facebook/bart-large-mnli \\
       --model MoritzLaurer/deberta-v3-base-zeroshot-v2.0
   hf-run-job run --event events/scheduled-event.json  # run the Lambda handler on a saved event
@@ -40,6 +42,8 @@ Exit status: 0 success, 1 failure envelope, 2 usage error. With --event: 0 when 
 Environment: HUGGINGFACE_API_KEY (or HF_TOKEN), HUGGINGFACE_API_ENDPOINT,
 HUGGINGFACE_ROUTER_URL (text-generation), HF_ENDPOINTS (named endpoints), HF_BILL_TO,
 RUN_CONFIG, RESULTS_URI (run records; default: runs/ beside run_config/).
+provider: local: HF_HOME / HF_HUB_CACHE (the model cache), HF_HUB_OFFLINE,
+HF_LOCAL_MAX_MODELS, HF_LOCAL_MAX_MODEL_MB.
 """
 
 
@@ -128,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--concurrency",
         metavar="N",
-        type=_positive_int,
+        type=_up_to_1024,
         help="at most N requests in flight (default: found by probing, up to 64)",
     )
     batch.add_argument(
@@ -140,9 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--batch-size",
         metavar="N",
-        type=_positive_int,
+        type=_up_to_1024,
         default=32,
-        help="texts per feature-extraction request (default 32)",
+        help="texts per feature-extraction request, and with --provider local per "
+        "pipeline call (default 32, at most 1024)",
     )
     compare = commands.add_parser(
         "compare",
@@ -433,8 +438,8 @@ def _run(overrides: dict[str, Any], timeout: float | None) -> int:
     error = handled.reply.get("error") if isinstance(handled.reply, dict) else None
     if isinstance(error, str) and error.startswith(NO_TOKEN):
         print(
-            "No token? `make run-local` runs a demo model in this process, with no token "
-            "(provider: local).",
+            "No token? A model can run in this process instead: --provider local (a demo: "
+            "`make run-local`).",
             file=sys.stderr,
         )
     return EXIT_OK if handled.ok else EXIT_FAILED
@@ -790,6 +795,14 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _up_to_1024(text: str) -> int:
+    """--batch-size and --concurrency: the bounds the batch fields of an event have."""
+    value = _positive_int(text)
+    if value > 1024:
+        raise argparse.ArgumentTypeError("must be at most 1024")
     return value
 
 

@@ -213,8 +213,8 @@ class RunInputs(BaseModel):
             # No task named or implied: the server runs the model's own pipeline on `text`.
             if self.provider == LOCAL_PROVIDER:
                 raise ValueError(
-                    "task: provider 'local' needs the task named (the model's own pipeline "
-                    "is known only to the Hub)"
+                    "task: provider 'local' needs the task named (--task, or task in the "
+                    "run config): the model's own pipeline is known only to the Hub"
                 )
             if self.text is None:
                 raise ValueError(
@@ -585,6 +585,33 @@ def requested_model(merged: Mapping[str, Any]) -> str | None:
     return None
 
 
+def places(fields: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Where merged run fields run: a comparison's alternates, else the run and its
+    fallbacks, each as the fields of one run (an alternate laid over the run's, as
+    `Alternate.fields` does, without validating: bad ones fail when they run)."""
+    fallback = fields.get("fallback")
+    alternates = fields.get("compare") if "compare" in fields else fallback
+    runs = [] if "compare" in fields else [dict(fields)]
+    for alternate in alternates if isinstance(alternates, list) else []:
+        own = alternate if isinstance(alternate, Mapping) else {"model": alternate}
+        run = {**fields, **own}
+        if ":" in str(own.get("model") or "") or own.get("endpoint"):
+            run["provider"] = own.get("provider")  # a place of its own: not the run's
+        runs.append(run)
+    return runs
+
+
+def _is_local(run: Mapping[str, Any]) -> bool:
+    provider = str(run.get("provider") or "").lower()
+    return provider == LOCAL_PROVIDER and not run.get("endpoint")
+
+
+def runs_locally(fields: Mapping[str, Any]) -> bool:
+    """Whether every run of these fields is in this process (then no token is needed)."""
+    runs = places(fields)
+    return bool(runs) and all(_is_local(run) for run in runs)
+
+
 def local_models(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
     """The models that run configs run in this process (`provider: local`, their fallbacks
     and comparisons included), in order, once each: what a container image must hold."""
@@ -592,12 +619,7 @@ def local_models(settings: Settings, names: Iterable[str] | None = None) -> list
         names = sorted(p.stem for p in settings.run_config_dir.glob("*.json"))
     models: dict[str, None] = {}
     for name in names:
-        config = load_run_config(name, settings, paths=True)
-        alternates = [config, *(config.get("fallback") or []), *(config.get("compare") or [])]
-        for alternate in alternates:
-            if not isinstance(alternate, Mapping):  # a model id: where the run config runs
-                alternate = {"model": alternate}
-            place = {**config, **alternate} if alternate is not config else config
-            if str(place.get("provider") or "").lower() == LOCAL_PROVIDER:
-                models[str(place.get("model", "")).partition(":")[0]] = None
+        for run in places(load_run_config(name, settings, paths=True)):
+            if _is_local(run):
+                models[str(run.get("model") or "").partition(":")[0]] = None
     return [model for model in models if model]

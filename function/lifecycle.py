@@ -36,12 +36,12 @@ from function.envelope import Outcome
 from function.errors import ConfigError, InputError, RunJobError
 from function.inference import check_ready, run_inference
 from function.inputs import (
-    LOCAL_PROVIDER,
     RunInputs,
     merge_inputs,
     overlay,
     requested_model,
     run_config_name,
+    runs_locally,
     split_comparison,
     validate_inputs,
 )
@@ -208,8 +208,9 @@ class Lifecycle:
             log.error("Could not store the run records: %s", exc.message)
 
     def _may_call_hugging_face(self, request: Request) -> bool:
-        """Whether a request may need the token: all but runs in this process (`provider:
-        local` with no fallback). Its own problems are found when it runs."""
+        """Whether a request may need the token: all but those whose runs are all in this
+        process (`provider: local`, fallbacks and comparisons included). Its own problems are
+        found when it runs."""
         try:
             fields = request.fields
             if request.is_batch:
@@ -219,8 +220,7 @@ class Lifecycle:
             merged = merge_inputs(fields, self.settings, paths=self.paths)
         except Exception:
             return True
-        provider = str(merged.get("provider") or "").lower()
-        return provider != LOCAL_PROVIDER or bool(merged.get("fallback"))
+        return not runs_locally(merged)
 
     def _model_of(self, request: Request) -> str | None:
         """The model a request asks for, for an envelope of a run that could not start."""

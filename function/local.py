@@ -22,6 +22,7 @@ thread that loads the first model.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -81,7 +82,10 @@ async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiRe
 
 
 def _late(message: str) -> UpstreamTimeoutError:
-    error = UpstreamTimeoutError(message + " (a model that loads stays loaded for the next run)")
+    error = UpstreamTimeoutError(
+        f"{message}: give the run more time (--timeout, the function's timeout); in a warm "
+        "process the model stays loaded for the runs that follow"
+    )
     error.out_of_time = True
     return error
 
@@ -167,6 +171,8 @@ def load(model_id: str, task: str, settings: Settings) -> Model:
             "function more memory (and raise the setting), or choose a smaller model"
         )
     sentence = (folder / "modules.json").is_file() and task in SENTENCE_TASKS
+    if not sentence:
+        _check_head(model_id, task, folder)
     try:
         pipeline = _sentence_model(folder) if sentence else _pipeline(task, folder)
     except ImportError as exc:
@@ -180,6 +186,44 @@ def load(model_id: str, task: str, settings: Settings) -> Model:
     return Model(model_id, task, pipeline, sentence, threading.Lock())
 
 
+# The heads a task's pipeline needs, by the end of the class names a model's config lists
+# (`architectures`). Without one, transformers would add a head of random weights and the
+# run would "succeed" with noise; hf-inference does not serve a task a model has no head for.
+_HEADS = {
+    "text-classification": ("ForSequenceClassification",),
+    "zero-shot-classification": ("ForSequenceClassification",),
+    "token-classification": ("ForTokenClassification",),
+    "question-answering": ("ForQuestionAnswering",),
+    "fill-mask": ("ForMaskedLM", "ForPreTraining", "WithLMHead"),
+    "summarization": ("ForConditionalGeneration", "ForSeq2SeqLM"),
+    "translation": ("ForConditionalGeneration", "ForSeq2SeqLM"),
+    "text-generation": ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration"),
+}
+
+
+def _check_head(model_id: str, task: str, folder: Path) -> None:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # loading says what is wrong with it
+    architectures = config.get("architectures") if isinstance(config, dict) else None
+    heads = _HEADS.get(task)
+    if not heads or not isinstance(architectures, list) or not architectures:
+        return
+    if not any(isinstance(a, str) and a.endswith(heads) for a in architectures):
+        raise LocalModelError(
+            f"Model '{model_id}' ({', '.join(map(str, architectures))[:100]}) has no {task} "
+            "head: name the task it was trained for (its model card's pipeline tag), or "
+            "another model"
+        )
+    labels = {str(v).lower() for v in (config.get("id2label") or {}).values()}
+    if task == "zero-shot-classification" and not any(x.startswith("entail") for x in labels):
+        raise LocalModelError(
+            f"Model '{model_id}' is not a natural-language-inference model (no 'entailment' "
+            "label): zero-shot-classification needs one, e.g. facebook/bart-large-mnli"
+        )
+
+
 def files(model_id: str, settings: Settings) -> Path:
     """The model's folder in the Hugging Face cache (HF_HOME / HF_HUB_CACHE), downloaded
     there first unless HF_HUB_OFFLINE is set."""
@@ -191,8 +235,14 @@ def files(model_id: str, settings: Settings) -> Path:
     offline = settings.hf_hub_offline or constants.HF_HUB_OFFLINE
     try:
         folder = Path(snapshot_download(model_id, allow_patterns=_FILES, local_files_only=offline))
-    except LocalEntryNotFoundError:
-        why = "downloads are off (HF_HUB_OFFLINE)" if offline else "it could not be downloaded"
+    except LocalEntryNotFoundError as exc:
+        cause = exc.__cause__ or exc.__context__
+        reason = f" ({type(cause).__name__})" if cause is not None else ""
+        why = (
+            "downloads are off (HF_HUB_OFFLINE)"
+            if offline
+            else f"it could not be downloaded{reason}"
+        )
         raise _not_cached(model_id, constants.HF_HUB_CACHE, why) from None
     except Exception as exc:  # the hub refused it (gated, private, no such repo) or broke
         raise _not_cached(
@@ -212,6 +262,9 @@ def _not_cached(model_id: str, cache: str, why: str) -> LocalModelError:
 
 def _pipeline(task: str, folder: Path) -> Any:
     from transformers import pipeline
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()  # not "Device set to use cpu" on each load
 
     return pipeline(task, model=str(folder), device="cpu")
 
@@ -337,6 +390,11 @@ def _chat(model: Model, payload: dict[str, Any], seconds: float) -> Any:
     """A chat model's chat template through the text-generation pipeline, answered as the
     OpenAI-compatible route answers."""
     pipeline, messages = model.pipeline, payload["messages"]
+    if not getattr(pipeline.tokenizer, "chat_template", None):
+        raise LocalModelError(
+            f"Model '{model.model_id}' has no chat template: text-generation runs chat "
+            "(instruct) models locally"
+        )
     wanted = {"max_new_tokens": payload.get("max_tokens") or 256}
     temperature = payload.get("temperature")
     wanted["do_sample"] = bool(temperature) or payload.get("top_p") is not None

@@ -273,10 +273,64 @@ def test_a_model_that_cannot_run_here_moves_a_fallback_on(local, hf):
     assert envelope["model"] == TINY["text-classification"]
 
 
+@pytest.mark.parametrize(
+    "model, task, fields, expected",
+    [
+        (MINILM, "text-classification", {"text": "x"}, "has no text-classification head"),
+        (MINILM, "zero-shot-classification", {"text": "x", "candidate_labels": "a, b"}, "head"),
+        (
+            TINY["text-classification"],
+            "zero-shot-classification",
+            {"text": "x", "candidate_labels": "a, b"},
+            "not a natural-language-inference model",
+        ),
+        (TINY["text-classification"], "summarization", {"text": "x"}, "no summarization head"),
+        (TINY["fill-mask"], "text-generation", {"text": "x"}, "no text-generation head"),
+    ],
+)
+def test_a_task_the_model_has_no_head_for_is_refused_not_answered_with_noise(
+    local, hf, model, task, fields, expected
+):
+    envelope = run(model=model, task=task, **{"candidate_labels": None, **fields})
+    assert envelope["success"] is False
+    assert expected in envelope["error"], envelope["error"]
+
+
+def test_a_causal_model_without_a_chat_template_says_so(local, hf, local_models):
+    import shutil
+
+    plain = snapshot(local_models, "tiny/plain-lm")
+    if not (plain / "config.json").exists():
+        source = snapshot(local_models, TINY["text-generation"])
+        shutil.copytree(source, plain, dirs_exist_ok=True)
+        config = json.loads((plain / "tokenizer_config.json").read_text())
+        config.pop("chat_template", None)
+        (plain / "tokenizer_config.json").write_text(json.dumps(config))
+        (plain / "chat_template.jinja").unlink(missing_ok=True)
+    envelope = run(model="tiny/plain-lm", task="text-generation", text="hi")
+    assert envelope["success"] is False
+    assert "has no chat template" in envelope["error"], envelope["error"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"fallback": [{"model": TINY["text-classification"]}]},  # local, as the run
+        {"compare": [TINY["text-classification"], "nobody/not-cached"]},
+    ],
+)
+def test_no_token_is_needed_when_every_alternate_runs_here(local, hf, fields):
+    primary = "nobody/not-cached" if "fallback" in fields else TINY["text-classification"]
+    envelope = run(model=primary, task="text-classification", text="x", **fields)
+    assert "No Hugging Face token" not in json.dumps(envelope)
+    assert envelope.get("success") or envelope.get("succeeded") == 1, envelope
+    assert hf.requests == []
+
+
 def test_provider_local_needs_the_task_named(local, hf):
     envelope = run(model=MINILM, text="x", candidate_labels=None)
     assert envelope["success"] is False
-    assert "task: provider 'local' needs the task named" in envelope["error"]
+    assert "task: provider 'local' needs the task named (--task" in envelope["error"]
 
 
 def test_the_cli_runs_a_model_locally_with_no_token(local_models, tmp_path: Path):
@@ -302,4 +356,4 @@ def test_without_a_token_make_run_s_envelope_stays_and_stderr_points_to_run_loca
     assert done.returncode == 1
     assert json.loads(done.stdout)["error"].startswith("No Hugging Face token")
     hints = [line for line in done.stderr.splitlines() if "make run-local" in line]
-    assert len(hints) == 1
+    assert len(hints) == 1 and "--provider local" in hints[0]
