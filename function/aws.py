@@ -11,19 +11,12 @@ container runs many invocations); boto3 is imported only when one is asked for.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
-import math
-import threading
-from collections.abc import Callable
 from functools import cache
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
-if TYPE_CHECKING:
-    from function.client import Deadline
+from function.threads import bounded
 
-T = TypeVar("T")
+__all__ = ["aws_client", "bounded", "describe"]
 
 
 @cache
@@ -37,29 +30,6 @@ def aws_client(service: str, timeout_s: float = 10.0) -> Any:
         retries={"max_attempts": 3, "mode": "standard"},
     )
     return boto3.client(service, config=config)
-
-
-async def bounded(call: Callable[[], T], deadline: Deadline) -> T:
-    """`call()` in a daemon thread; its result, its exception, or TimeoutError at the
-    deadline (the thread is left to botocore's timeouts)."""
-    remaining = deadline.remaining()
-    if remaining <= 0:
-        raise TimeoutError("no time left before the deadline")
-    result: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-    def work() -> None:
-        try:
-            value = call()
-        except BaseException as exc:
-            with contextlib.suppress(concurrent.futures.InvalidStateError):
-                result.set_exception(exc)
-        else:
-            with contextlib.suppress(concurrent.futures.InvalidStateError):
-                result.set_result(value)
-
-    threading.Thread(target=work, name="hf-run-job-io", daemon=True).start()
-    async with asyncio.timeout(None if math.isinf(remaining) else remaining):
-        return await asyncio.wrap_future(result)
 
 
 def describe(exc: BaseException) -> str:

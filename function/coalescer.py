@@ -2,7 +2,8 @@
 and single-text feature-extraction requests (and, run locally, the requests of every task
 whose pipeline takes a list) go `batch_size` texts at a time (the answer is split back per
 text). A chunk whose answer would be over the size limit is sent again in
-halves, so big embedding batches stay within `HF_MAX_RESPONSE_BYTES`.
+halves, so big embedding batches stay within `HF_MAX_RESPONSE_BYTES`; so is a local chunk
+whose pipeline fails, until the text at fault fails alone.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from function.client import LOCAL, ApiResponse, Call, Deadline, Fetcher
 from function.envelope import Usage
-from function.errors import ResponseTooLargeError
+from function.errors import LocalRunError, ResponseTooLargeError
 from function.local import LIST_TASKS
 
 FLUSH_AFTER_S = 0.005  # a chunk waits this long for more texts before it is sent
@@ -110,6 +111,8 @@ class Coalescer:
         if not isinstance(body, list) or len(body) != len(chunk.texts):
             # Not one answer per text: let the task's reader say what came back.
             return ApiResponse(body, answer.usage, answer.attempts, answer.size)
+        if isinstance(body[position], BaseException):  # this text failed on its own
+            raise body[position]
         share = answer.size // max(1, len(chunk.texts))
         return ApiResponse(
             body[position], _part(answer.usage, chunk.texts, position), answer.attempts, share
@@ -126,9 +129,9 @@ class Coalescer:
                 return await self.client.post_json(
                     call._replace(payload={**call.payload, "inputs": texts}), deadline
                 )
-            except ResponseTooLargeError:
-                if len(texts) < 2:
-                    raise
+            except (ResponseTooLargeError, LocalRunError) as exc:
+                if len(texts) < 2:  # the text at fault, alone: its failure is its answer
+                    return ApiResponse([exc], Usage(), attempts=1)
             half = len(texts) // 2
             first, second = await asyncio.gather(send(texts[:half]), send(texts[half:]))
             return _joined(first, second)

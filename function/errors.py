@@ -17,7 +17,8 @@
         ├── UpstreamTimeoutError timeout       yes    504   no answer in time
         ├── ConnectionFailedError connection   yes          refused, reset, DNS
         └── LocalModelError      local_model    no          provider local: not cached,
-                                                            too large, damaged, failed
+            │                                               too large, damaged
+            └── LocalRunError    local_model    no          its pipeline failed on the inputs
 
 Every error carries a `kind` (logs, metrics, records), whether it is `transient` (a queue
 should try the work again later) and the HTTP status a Function URL answers with. They
@@ -148,3 +149,8 @@ class LocalModelError(UpstreamError):
     pipeline failed. Permanent: the same model fails the same way until someone acts."""
 
     kind = "local_model"
+
+
+class LocalRunError(LocalModelError):
+    """`provider: local`: the pipeline failed on these inputs. A batch splits a chunk that
+    fails so, to find the item at fault (`function.coalescer`)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -34,8 +35,15 @@ from typing import Any
 
 from function.client import LOCAL, ApiResponse, Call, Deadline
 from function.envelope import Usage
-from function.errors import ConfigError, InputError, LocalModelError, UpstreamTimeoutError
+from function.errors import (
+    ConfigError,
+    InputError,
+    LocalModelError,
+    LocalRunError,
+    UpstreamTimeoutError,
+)
 from function.settings import MIB, Settings
+from function.threads import bounded
 
 # What a model needs to load (configs, tokenizers, safetensors weights); never code.
 _FILES = ["*.json", "*.txt", "*.model", "*.safetensors", "*.tiktoken", "*/*.json", "*/*.txt"]
@@ -65,15 +73,14 @@ async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiRe
     except TimeoutError:
         raise _late(f"Model '{model_id}' did not finish loading before the deadline") from None
     started = time.monotonic()
-    try:
-        async with asyncio.timeout(deadline.remaining()):
-            body = await asyncio.to_thread(model.answer, call.payload, deadline.remaining())
+    try:  # a thread of its own: asyncio.run would wait for the default executor's
+        body = await bounded(lambda: model.answer(call.payload, deadline.remaining()), deadline)
     except TimeoutError:
         raise _late(f"Model '{model_id}' did not answer before the deadline") from None
     except (InputError, LocalModelError):
         raise
     except Exception as exc:
-        raise LocalModelError(
+        raise LocalRunError(
             f"The local {task} pipeline of model '{model_id}' failed: "
             f"{type(exc).__name__}: {str(exc)[:300]}"
         ) from None
@@ -105,7 +112,12 @@ class Model:
 
     def answer(self, payload: dict[str, Any], seconds: float) -> Any:
         """The answer, within `seconds` where the pipeline can be told (text generation
-        stops there); the deadline bounds the wait for the others."""
+        stops there); the deadline bounds the wait for the others. A list of texts gets a
+        list of answers, one a text."""
+        inputs = payload.get("inputs")
+        if isinstance(inputs, list) and len(inputs) == 1 and self.task in LIST_TASKS:
+            # Pipelines answer a list of one as they answer the text alone: wrap that.
+            return [self.answer({**payload, "inputs": inputs[0]}, seconds)]
         with self.lock:  # one call at a time: a tokenizer is not safe across threads
             answer = ANSWERS[self.task](self, payload, seconds)
         # Sentence models answer lists of floats already; pipelines hold numpy scalars.
@@ -144,7 +156,9 @@ class Models:
 
     def _load(self, key: tuple[str, str], loading: Future[Model], settings: Settings) -> None:
         try:
-            loading.set_result(load(*key, settings))
+            with _ONE_LOAD_AT_A_TIME:  # transformers' loading is not safe across threads
+                model = load(*key, settings)
+            loading.set_result(model)
         except BaseException as exc:
             with self._lock:
                 if self._models.get(key) is loading:
@@ -157,26 +171,24 @@ class Models:
 
 
 MODELS = Models()
+_ONE_LOAD_AT_A_TIME = threading.Lock()
 
 
 def load(model_id: str, task: str, settings: Settings) -> Model:
     """Find the model's files, check their size, and build its pipeline."""
     folder = files(model_id, settings)
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.name.endswith(_WEIGHTS))
-    limit = settings.local_max_model_mb * MIB
-    if size > limit:
-        raise LocalModelError(
-            f"Model '{model_id}' is too large to run here: its weights are {size / MIB:,.0f} MB, "
-            f"over HF_LOCAL_MAX_MODEL_MB ({settings.local_max_model_mb:,} MB). Give the "
-            "function more memory (and raise the setting), or choose a smaller model"
-        )
     sentence = (folder / "modules.json").is_file() and task in SENTENCE_TASKS
-    if not sentence:
+    if sentence:
+        _check_modules(model_id, folder)
+    else:
         _check_head(model_id, task, folder)
     try:
+        _check_weights(model_id, folder, settings)
         pipeline = _sentence_model(folder) if sentence else _pipeline(task, folder)
     except ImportError as exc:
         raise ConfigError(f"provider: local needs {exc.name or 'torch'}: {EXTRA}") from None
+    except LocalModelError:
+        raise
     except Exception as exc:
         raise LocalModelError(
             f"Model '{model_id}' in {folder} could not be loaded for {task}: "
@@ -184,6 +196,71 @@ def load(model_id: str, task: str, settings: Settings) -> Model:
             f"with `hf download {model_id}`"
         ) from None
     return Model(model_id, task, pipeline, sentence, threading.Lock())
+
+
+def _check_weights(model_id: str, folder: Path, settings: Settings) -> None:
+    """Refuse before loading a model too large for HF_LOCAL_MAX_MODEL_MB, by its files'
+    sizes and by the size its config describes (built on the meta device: no memory), and
+    a model whose files hold far fewer weights than its config needs: transformers would
+    fill the rest with random ones, and answer noise."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    stored_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.name.endswith(_WEIGHTS))
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        with torch.device("meta"):
+            needed = sum(p.numel() for p in AutoModel.from_config(config).parameters())
+    except Exception:  # an architecture transformers builds otherwise: loading will tell
+        needed = 0
+    size = max(stored_bytes, 4 * needed)  # loaded as float32
+    limit = settings.local_max_model_mb * MIB
+    if size > limit:
+        raise LocalModelError(
+            f"Model '{model_id}' is too large to run here: its weights take {size / MIB:,.0f} "
+            f"MB, over HF_LOCAL_MAX_MODEL_MB ({settings.local_max_model_mb:,} MB). Give the "
+            "function more memory (and raise the setting), or choose a smaller model"
+        )
+    stored = _stored_weights(folder)
+    if needed and stored is not None and stored < 0.9 * needed:
+        raise LocalModelError(
+            f"Model '{model_id}' is damaged: its files hold {stored:,} weights where its "
+            f"config needs {needed:,}. Fetch it again with `hf download {model_id}`"
+        )
+
+
+def _stored_weights(folder: Path) -> int | None:
+    """How many numbers the safetensors files hold, from their headers (None: none)."""
+    from safetensors import safe_open
+
+    paths = list(folder.rglob("*.safetensors"))
+    if not paths:
+        return None
+    total = 0
+    for path in paths:
+        with safe_open(str(path), framework="pt") as weights:
+            for name in weights.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                total += math.prod(weights.get_slice(name).get_shape())
+    return total
+
+
+def _check_modules(model_id: str, folder: Path) -> None:
+    """A sentence-transformers model is made of sentence-transformers' own modules: one
+    that names other code would run that code."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        modules = None
+    types = (
+        [m.get("type") for m in modules if isinstance(m, dict)] if isinstance(modules, list) else []
+    )
+    if not types or not all(
+        isinstance(t, str) and t.startswith("sentence_transformers.") for t in types
+    ):
+        raise LocalModelError(
+            f"Model '{model_id}' names modules that are not sentence-transformers' own "
+            "(modules.json): code from a model repo is never run"
+        )
 
 
 # The heads a task's pipeline needs, by the end of the class names a model's config lists
@@ -286,7 +363,8 @@ def _parameters(payload: dict[str, Any], *names: str) -> dict[str, Any]:
 def _embed(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
     texts = payload["inputs"]
     if not model.sentence_transformer:  # token embeddings: [1][tokens][d] a text
-        return model.pipeline(texts, **_parameters(payload, "truncation"))
+        options = {"truncation": True, **_parameters(payload, "truncation")}
+        return model.pipeline(texts, **options)
     options = _parameters(payload, "prompt_name")
     if "normalize" in (payload.get("parameters") or {}):
         options["normalize_embeddings"] = bool(payload["parameters"]["normalize"])
@@ -308,7 +386,9 @@ def _similarity(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
 
 
 def _classify(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
-    options = {"top_k": None, **_parameters(payload, "top_k", "function_to_apply")}
+    # A long text is cut to what the model reads, as a long ticket must not fail the job.
+    options = {"top_k": None, "truncation": True}
+    options.update(_parameters(payload, "top_k", "function_to_apply"))
     return model.pipeline(payload["inputs"], **options)
 
 
@@ -320,6 +400,9 @@ def _zero_shot(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
 def _entities(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
     options = {"aggregation_strategy": "simple"}
     options.update(_parameters(payload, "aggregation_strategy", "ignore_labels", "stride"))
+    stride = options.get("stride")
+    if stride is not None and not (isinstance(stride, int) and stride >= 0):
+        raise InputError("Invalid input: parameters.stride: expected a whole number, 0 or more")
     return model.pipeline(payload["inputs"], **options)
 
 
@@ -416,7 +499,8 @@ def _chat(model: Model, payload: dict[str, Any], seconds: float) -> Any:
     text = text if isinstance(text, str) else text[-1]["content"]
     stops = payload.get("stop") or []
     for stop in [stops] if isinstance(stops, str) else stops:
-        text = text.split(stop)[0]
+        if isinstance(stop, str) and stop:
+            text = text.split(stop)[0]
     tokenizer = pipeline.tokenizer
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     completion = len(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -357,3 +357,104 @@ def test_without_a_token_make_run_s_envelope_stays_and_stderr_points_to_run_loca
     assert json.loads(done.stdout)["error"].startswith("No Hugging Face token")
     hints = [line for line in done.stderr.splitlines() if "make run-local" in line]
     assert len(hints) == 1 and "--provider local" in hints[0]
+
+
+# -- what an attacker tried ---------------------------------------------------------------
+
+
+def test_a_pipeline_that_overruns_the_deadline_does_not_hold_the_reply(local, hf, monkeypatch):
+    import time
+
+    from function import local as backend
+
+    monkeypatch.setitem(backend.ANSWERS, "fill-mask", lambda *_: time.sleep(8))
+    fields = {"provider": "local", "model": TINY["fill-mask"], "task": "fill-mask"}
+    invoked = invoke({**fields, "text": "my [MASK]"}, remaining_ms=3000)
+    assert invoked.reply["success"] is False
+    assert "did not answer before the deadline" in invoked.reply["error"]
+    assert invoked.elapsed < 3.0  # asyncio.run did not wait for the pipeline's thread
+
+
+def test_two_models_loading_at_once_both_load(local, hf):
+    items = [
+        {"id": i, "model": TINY[task], "task": task, "text": "my parcel is late"}
+        for i, task in enumerate(["text-classification", "token-classification"] * 3)
+    ]
+    summary = invoke(
+        {"provider": "local", "candidate_labels": None, "items": items}, remaining_ms=60_000
+    ).reply
+    assert summary["succeeded"] == 6, summary
+    assert sorted(set(local)) == sorted(
+        [
+            (TINY["text-classification"], "text-classification"),
+            (TINY["token-classification"], "token-classification"),
+        ]
+    )
+
+
+def test_one_text_a_pipeline_fails_on_fails_alone_in_its_chunk(local, hf):
+    texts = [f"my parcel {i} is [MASK]" for i in range(7)] + ["no mask in this one"]
+    items = [{"id": i, "text": t} for i, t in enumerate(texts)]
+    summary = invoke(
+        {
+            "provider": "local",
+            "model": TINY["fill-mask"],
+            "task": "fill-mask",
+            "candidate_labels": None,
+            "items": items,
+            "batch_size": 8,
+        },
+        remaining_ms=60_000,
+    ).reply
+    assert (summary["succeeded"], summary["failed"]) == (7, 1), summary
+    (failed,) = [r for r in summary["results"] if not r["success"]]
+    assert failed["id"] == 7 and "fill-mask pipeline" in failed["error"]
+
+
+def test_a_model_whose_files_hold_too_few_weights_is_refused_before_loading(
+    local, hf, local_models
+):
+    import shutil
+
+    folder = snapshot(local_models, "hollow/model")
+    source = snapshot(local_models, TINY["text-classification"])
+    shutil.copytree(source, folder, dirs_exist_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(num_hidden_layers=12, hidden_size=512, intermediate_size=2048)
+    (folder / "config.json").write_text(json.dumps(config))
+    envelope = run(
+        model="hollow/model", task="text-classification", text="x", candidate_labels=None
+    )
+    assert envelope["success"] is False
+    assert "is damaged: its files hold" in envelope["error"], envelope["error"]
+
+
+def test_a_sentence_model_naming_code_of_its_own_is_refused(local, hf, local_models, tmp_path):
+    import shutil
+
+    from tests.localmodels import lay_minilm
+
+    folder = snapshot(local_models, "evil/sentence-model")
+    shutil.copytree(lay_minilm(local_models), folder, dirs_exist_ok=True, symlinks=True)
+    (folder / "modules.json").unlink()
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "evilmod.EvilPooling"}]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    marker = tmp_path / "ran"
+    (folder / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    envelope = run(model="evil/sentence-model", task="feature-extraction", text="x")
+    assert envelope["success"] is False
+    assert "not sentence-transformers' own" in envelope["error"]
+    assert not marker.exists()
+
+
+def test_generation_options_that_would_run_code_are_refused(local, hf):
+    options = {"custom_generate": "evil/gen", "trust_remote_code": True}
+    envelope = run(
+        model=TINY["summarization"],
+        task="summarization",
+        text="my parcel",
+        candidate_labels=None,
+        parameters={"generate_parameters": options},
+    )
+    assert envelope["success"] is False
+    assert "is not used by provider local" in envelope["error"]

@@ -326,6 +326,34 @@ def test_a_chunk_over_the_size_limit_is_sent_again_in_halves():
     assert sorted(len(p["inputs"]) for p in recorder.sent) == [2, 2, 2, 2, 4, 4, 8]
 
 
+def test_a_local_chunk_that_fails_is_split_until_the_text_at_fault_fails_alone():
+    from function.errors import LocalRunError
+
+    class FailsOnBad(Recorder):
+        async def post_json(self, call, deadline):
+            texts = call.payload["inputs"]
+            if "bad" in texts:
+                self.sent.append(call.payload)
+                raise LocalRunError("the pipeline failed")
+            return await super().post_json(call, deadline)
+
+    recorder = FailsOnBad()
+    texts = [f"t{i}" for i in range(7)] + ["bad"]
+    url = "local:/models/m/pipeline/text-classification"
+    answers = asyncio.run(_gathered(recorder, texts, url))
+    assert [a.body for a in answers[:7]] == [[2.0]] * 7  # the others answered
+    assert isinstance(answers[7], LocalRunError)
+    assert len(recorder.sent) <= 2 * len(texts)
+
+
+async def _gathered(recorder: Recorder, texts: list[str], url: str) -> list[Any]:
+    coalescer = Coalescer(recorder, batch_size=8)
+    calls = [coalescer.post_json(Call(url, {"inputs": t}, "m"), Deadline(5)) for t in texts]
+    answers = await asyncio.gather(*calls, return_exceptions=True)
+    await coalescer.aclose()
+    return answers
+
+
 def test_a_failure_is_shared_by_the_waiters_but_not_remembered():
     class Failing(Recorder):
         async def post_json(self, call, deadline):
