@@ -40,11 +40,12 @@ run-local: $(STAMP)
 	$(BIN)/python -m tests.localmodels "$(DEMO_CACHE)" >/dev/null
 	HF_HUB_CACHE="$(DEMO_CACHE)" HF_HUB_OFFLINE=1 $(BIN)/hf-run-job run --config local-demo $(ARGS)
 
-## make test: lint, then the whole test suite
+## make test: lint, then the whole test suite, a worker per core (a test file per worker at a
+## time; the container image test, minutes of pip, goes first)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n auto --dist loadfile $(PYTEST_ARGS)
 
 ## make fuzz: the property tests with many more examples (20,000 events and more)
 fuzz: $(STAMP)

@@ -160,14 +160,10 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The container image test installs torch into a fresh virtualenv: that starts now, in
-    the background, and the test runs last, when it is done (tests/test_image.py)."""
+    """The container image test installs torch into a fresh virtualenv (minutes): it goes
+    first, so that one worker (`make test` runs two) takes it while the other goes on."""
     image = [item for item in items if item.nodeid.startswith("tests/test_image.py")]
-    if image:
-        from tests.test_image import start_in_background
-
-        start_in_background()
-        items[:] = [item for item in items if item not in image] + image
+    items[:] = image + [item for item in items if item not in image]
 
 
 def pytest_configure(config: pytest.Config) -> None:

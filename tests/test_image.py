@@ -3,9 +3,8 @@ Dockerfile's own steps run in a fresh virtualenv against a pre-filled model cach
 Lambda handler runs in what they built. What cannot run here: the base image itself, and a
 download from the Hub (the cache is filled by the tests, as HF_HUB_OFFLINE=1 says).
 
-Installing torch and the extra into a fresh virtualenv takes a couple of minutes, so the
-installs start in the background as soon as this test is collected (`conftest.py`), while
-the rest of the suite runs."""
+Installing torch and the extra into a fresh virtualenv takes a couple of minutes: the test
+goes first (`conftest.py`), so that one worker runs it while the other runs the rest."""
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 from tests.conftest import ROOT
@@ -40,8 +38,7 @@ def instructions() -> list[tuple[str, str]]:
 
 
 class Build:
-    """The Dockerfile's steps, run here: COPY into a task root, RUN in a fresh venv. The
-    pip steps run first (in the background); the rest once the model cache is there."""
+    """The Dockerfile's steps, run here: COPY into a task root, RUN in a fresh venv."""
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="hf-run-job-image-"))
@@ -56,33 +53,12 @@ class Build:
         self.arguments: dict[str, str] = {}
         self.ran: list[tuple[str, subprocess.CompletedProcess]] = []
         self.steps = instructions()
-        self.installed = threading.Event()
-        self.failure: BaseException | None = None
-        self.next = 0  # the first step the background installs left to do
 
-    def start(self) -> None:
-        threading.Thread(target=self._install, daemon=True, name="image-build").start()
-
-    def _install(self) -> None:
-        try:
-            subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True)
-            for position, (name, rest) in enumerate(self.steps):
-                self.next = position
-                if name == "RUN" and "pip install" not in rest:
-                    break
-                self._step(name, rest)
-        except BaseException as exc:
-            self.failure = exc
-        finally:
-            self.installed.set()
-
-    def finish(self, cache: Path) -> None:
-        assert self.installed.wait(900), "the installs did not finish"
-        if self.failure is not None:
-            raise self.failure
+    def run(self, cache: Path) -> None:
+        subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True)
         # The models come from the tests' cache: no hub is reached.
         self.env.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
-        for name, rest in self.steps[self.next :]:
+        for name, rest in self.steps:
             self._step(name, rest)
 
     def _step(self, name: str, rest: str) -> None:
@@ -118,28 +94,15 @@ class Build:
             self.ran.append((command, done))
 
 
-BUILD: Build | None = None
-
-
-def start_in_background() -> None:
-    """Called by conftest.py when this test is collected."""
-    global BUILD
-    if BUILD is None:
-        BUILD = Build()
-        BUILD.start()
-
-
 def test_the_dockerfile_s_steps_build_an_environment_where_the_handler_runs(local_models):
-    start_in_background()
-    assert BUILD is not None
-    steps = BUILD.steps
-    assert steps[0] == ("FROM", "public.ecr.aws/lambda/python:3.12")
-    assert steps[-1] == ("CMD", '["handler.lambda_handler"]')
-    BUILD.finish(local_models)
-    commands = [command for command, _ in BUILD.ran]
+    build = Build()
+    assert build.steps[0] == ("FROM", "public.ecr.aws/lambda/python:3.12")
+    assert build.steps[-1] == ("CMD", '["handler.lambda_handler"]')
+    build.run(local_models)
+    commands = [command for command, _ in build.ran]
     assert commands[0] == f"pip install {TORCH_HERE}"
     assert commands[-1] == "python -m function fetch-models"
-    assert "ok       sentence-transformers/all-MiniLM-L6-v2" in BUILD.ran[-1][1].stdout
+    assert "ok       sentence-transformers/all-MiniLM-L6-v2" in build.ran[-1][1].stdout
 
     # The handler, as the image's CMD runs it, on the local demo's run config.
     probe = (
@@ -152,10 +115,10 @@ def test_the_dockerfile_s_steps_build_an_environment_where_the_handler_runs(loca
         "    def get_remaining_time_in_millis(self): return 60_000\n"
         "print(json.dumps(handler.lambda_handler({'run_config': 'local-demo'}, Context())))\n"
     )
-    env = {**BUILD.env, "RESULTS_URI": str(BUILD.root / "runs")}
+    env = {**build.env, "RESULTS_URI": str(build.root / "runs")}
     done = subprocess.run(
-        [str(BUILD.venv / "bin" / "python"), "-c", probe],
-        cwd=BUILD.task_root,
+        [str(build.venv / "bin" / "python"), "-c", probe],
+        cwd=build.task_root,
         env=env,
         capture_output=True,
         text=True,
