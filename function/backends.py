@@ -8,7 +8,8 @@
                    no token
 
 text-generation goes to the router (its Inference Providers serve the LLMs) unless the run
-names an endpoint; every other task runs on hf-inference or on a named endpoint.
+names an endpoint; every other task runs on hf-inference or on a named endpoint. Any task
+runs in this process with `provider: local`.
 """
 
 from __future__ import annotations
