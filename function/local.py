@@ -465,7 +465,8 @@ def _generation(given: dict[str, Any], seconds: float) -> dict[str, Any]:
                 f"number from 0 to {limit:.0f} (provider local)"
             )
         options[name] = value
-    options["max_time"] = max(0.01, seconds)
+    if math.isfinite(seconds):
+        options["max_time"] = max(0.01, seconds)
     return options
 
 

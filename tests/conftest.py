@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -164,6 +165,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     first, so that one worker (`make test` runs two) takes it while the other goes on."""
     image = [item for item in items if item.nodeid.startswith("tests/test_image.py")]
     items[:] = image + [item for item in items if item not in image]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(HF_CACHE, ignore_errors=True)  # the tests' model cache (links, tiny models)
 
 
 def pytest_configure(config: pytest.Config) -> None:
