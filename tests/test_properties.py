@@ -97,7 +97,7 @@ alternates = st.sampled_from(
 ) | st.fixed_dictionaries(
     {"model": st.sampled_from([MODEL, "x/y:together"])},
     optional={
-        "provider": st.sampled_from(["groq", "?"]),
+        "provider": st.sampled_from(["groq", "?", "local"]),
         "endpoint": st.sampled_from(["mine", "http://x"]),
     },
 )
@@ -124,8 +124,10 @@ sensible = {
     "chunk_size": st.integers(-1, 10),
     "id": json_values,
     "unknown_field": json_values,
-    # Where a model runs, and chat inputs (issue 8).
-    "provider": st.sampled_from(["auto", "groq", "fastest", "hf-inference", "gro q", "a/../b"]),
+    # Where a model runs and chat inputs (issue 8); in this process (issue 9: nothing cached).
+    "provider": st.sampled_from(
+        ["auto", "groq", "fastest", "hf-inference", "gro q", "a/../b", "local", "LOCAL"]
+    ),
     "endpoint": st.sampled_from(["mine", "nope", "https://evil.example", "a b"]),
     "system": st.text(max_size=10),
     "messages": st.lists(
