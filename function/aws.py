@@ -1,7 +1,8 @@
 """AWS calls, bounded by the invocation's deadline.
 
 boto3 is synchronous and a peer can hang (S3, Secrets Manager, SSM, SQS). Each call runs
-in a daemon thread that the event loop waits for until the deadline, no longer: a call that
+in a daemon thread that the event loop waits for until the deadline, no longer
+(`function.threads.bounded`): a call that
 does not answer in time raises `TimeoutError`, and the reply goes out anyway. botocore's
 own connect/read timeouts (`HF_AWS_TIMEOUT`) end the thread soon after.
 
@@ -13,10 +14,6 @@ from __future__ import annotations
 
 from functools import cache
 from typing import Any
-
-from function.threads import bounded
-
-__all__ = ["aws_client", "bounded", "describe"]
 
 
 @cache

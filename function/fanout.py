@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from function.aws import aws_client, bounded
+from function.aws import aws_client
 from function.batchfields import WORKER_OPTIONS, BatchFields
 from function.client import Deadline
 from function.errors import ConfigError, StorageError
 from function.settings import Settings
 from function.storage import open_input, put_bytes, read_lines
+from function.threads import bounded
 
 
 @dataclass

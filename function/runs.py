@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from function.aws import aws_client, bounded
+from function.aws import aws_client
 from function.client import Deadline
 from function.envelope import Outcome
 from function.errors import StorageError
 from function.settings import Settings
+from function.threads import bounded
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,11 @@ import json
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from function.aws import aws_client, bounded, describe
+from function.aws import aws_client, describe
 from function.errors import ConfigError
 from function.redact import remember
 from function.settings import Settings, check_token
+from function.threads import bounded
 
 if TYPE_CHECKING:
     from function.client import Deadline

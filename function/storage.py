@@ -3,7 +3,7 @@
 Inputs are streamed in chunks and cut into lines with a bound on a line's length (a longer
 line is skipped to its end and reported, never held), so memory stays flat whatever the
 input holds. Local inputs must be regular files (a FIFO or a device could block or never
-end). Every AWS call is bounded by the deadline (`function.aws.bounded`).
+end). Every AWS call is bounded by the deadline (`function.threads.bounded`).
 
 Errors name the place: a missing input or a bad path is an InputError (permanent); a read
 or write that fails (a full disk, S3 refusing or hanging) is a StorageError (transient, so
@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from function.aws import aws_client, bounded, describe
+from function.aws import aws_client, describe
 from function.batch import BatchRun, Line, Progress, Resume
 from function.client import Deadline
 from function.errors import InputError, StorageError
 from function.settings import Settings
+from function.threads import bounded
 
 if TYPE_CHECKING:
     from function.batchfields import BatchFields
