@@ -43,7 +43,7 @@ from function.errors import (
     UpstreamTimeoutError,
 )
 from function.settings import MIB, Settings
-from function.threads import bounded
+from function.threads import Worker, bounded
 
 # What a model needs to load (configs, tokenizers, safetensors weights); never code.
 _FILES = ["*.json", "*.txt", "*.model", "*.safetensors", "*.tiktoken", "*/*.json", "*/*.txt"]
@@ -73,8 +73,10 @@ async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiRe
     except TimeoutError:
         raise _late(f"Model '{model_id}' did not finish loading before the deadline") from None
     started = time.monotonic()
-    try:  # a thread of its own: asyncio.run would wait for the default executor's
-        body = await bounded(lambda: model.answer(call.payload, deadline.remaining()), deadline)
+    try:  # the model's own thread: asyncio.run would wait for the default executor's
+        body = await bounded(
+            lambda: model.answer(call.payload, deadline.remaining()), deadline, model.worker
+        )
     except TimeoutError:
         raise _late(f"Model '{model_id}' did not answer before the deadline") from None
     except (InputError, LocalModelError):
@@ -109,6 +111,7 @@ class Model:
     pipeline: Any
     sentence_transformer: bool
     lock: threading.Lock
+    worker: Worker  # runs the calls in turn, on a thread that keeps torch's pool warm
 
     def answer(self, payload: dict[str, Any], seconds: float) -> Any:
         """The answer, within `seconds` where the pipeline can be told (text generation
@@ -195,7 +198,7 @@ def load(model_id: str, task: str, settings: Settings) -> Model:
             f"{type(exc).__name__}: {str(exc)[:300]}. If its files are damaged, fetch it again "
             f"with `hf download {model_id}`"
         ) from None
-    return Model(model_id, task, pipeline, sentence, threading.Lock())
+    return Model(model_id, task, pipeline, sentence, threading.Lock(), Worker(f"model-{task}"))
 
 
 def _check_weights(model_id: str, folder: Path, settings: Settings) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from function import jsontext
 from function.aws import aws_client
 from function.client import Deadline
 from function.envelope import Outcome
@@ -134,7 +135,7 @@ class LocalSink:
     def write(self, run_id: str, records: list[dict[str, Any]]) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{run_date(run_id) or date.today()}.jsonl"
-        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        lines = "".join(jsontext.dumps(r) + "\n" for r in records)
         with path.open("a", encoding="utf-8") as file:
             file.write(lines)  # one write: concurrent runs do not interleave lines
         return str(path)
@@ -165,7 +166,7 @@ class S3Sink:
         return f"{self.prefix}dt={run_date(run_id) or date.today()}/{run_id}.jsonl"
 
     def write(self, run_id: str, records: list[dict[str, Any]]) -> str:
-        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+        body = "".join(jsontext.dumps(r) + "\n" for r in records).encode()
         key = self.key(run_id)
         self.s3.put_object(
             Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson"

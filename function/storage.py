@@ -12,7 +12,6 @@ a queued message goes back and is run again).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from function import jsontext
 from function.aws import aws_client, describe
 from function.batch import BatchRun, Line, Progress, Resume
 from function.client import Deadline
@@ -202,7 +202,7 @@ class FileWriter:
         return self._file
 
     def write(self, value: dict[str, Any]) -> None:
-        line = json.dumps(value, ensure_ascii=False) + "\n"
+        line = jsontext.dumps(value) + "\n"
         try:
             self._open().write(line)
         except OSError as exc:

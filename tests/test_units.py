@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
+from function import jsontext, threads
 from function.client import Access, Call, Deadline, HFClient
 from function.coalescer import Coalescer
 from function.errors import (
@@ -431,3 +437,73 @@ def test_the_coalescer_keeps_answers_within_its_byte_budget():
 
     coalescer = asyncio.run(main())
     assert len(coalescer._answers) <= 10 and coalescer._held <= 1_000_000
+
+
+# -- JSON lines and worker threads -----------------------------------------------------------
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()  # past 64 bits too: json writes those
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(exclude_categories=["Cs"])),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@examples(max_examples=300, deadline=None)
+@given(JSON_VALUES, st.booleans())
+def test_a_json_line_reads_back_as_the_value_it_was(value, sort_keys):
+    line = jsontext.dumps(value, sort_keys=sort_keys)
+    assert "\n" not in line
+    assert json.loads(line) == value
+
+
+def test_a_json_line_has_no_nan_and_its_keys_sorted_when_asked():
+    assert jsontext.dumps({"b": float("nan"), "a": 1}, sort_keys=True) == '{"a":1,"b":null}'
+    assert jsontext.dumps({"b": 2**70, "a": 1}, sort_keys=True) == f'{{"a": 1, "b": {2**70}}}'
+
+
+def test_a_worker_runs_its_calls_in_turn_on_one_thread_that_ends_when_idle(monkeypatch):
+    monkeypatch.setattr(threads, "IDLE_S", 0.2)
+    worker = threads.Worker("test-worker")
+    seen: list[tuple[int, str]] = []
+
+    def call(i: int) -> int:
+        seen.append((i, threading.current_thread().name))
+        time.sleep(0.01)
+        return i
+
+    async def main() -> list[int]:
+        deadline = Deadline(10)
+        return await asyncio.gather(
+            *(threads.bounded(lambda i=i: call(i), deadline, worker) for i in range(5))
+        )
+
+    assert asyncio.run(main()) == list(range(5))
+    assert seen == [(i, "test-worker") for i in range(5)]
+    time.sleep(0.5)
+    assert worker._thread is None  # idle: its thread has ended
+    assert asyncio.run(main()) == list(range(5))  # and work starts a new one
+
+
+def test_a_call_still_waiting_for_its_worker_at_the_deadline_is_dropped():
+    worker = threads.Worker("test-worker")
+    ran: list[str] = []
+    release = threading.Event()
+
+    async def main() -> None:
+        first = asyncio.ensure_future(
+            threads.bounded(lambda: release.wait(5) and ran.append("first"), Deadline(10), worker)
+        )
+        await asyncio.sleep(0.05)
+        with pytest.raises(TimeoutError):
+            await threads.bounded(lambda: ran.append("late"), Deadline(0.1), worker)
+        release.set()
+        await first
+
+    asyncio.run(main())
+    time.sleep(0.1)
+    assert ran == ["first"]
