@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(not served, loading, overloaded, out of credits); repeat, in order",
     )
     run.add_argument(
+        "--out",
+        metavar="FILE",
+        type=Path,
+        help="text-to-image: also save the picture here (it is stored beside the run "
+        "records either way)",
+    )
+    run.add_argument(
         "--event",
         metavar="FILE",
         type=Path,
@@ -257,6 +264,18 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, models: bool = False) -> 
         parser.add_argument("--model", metavar="M", help="model id, e.g. facebook/bart-large-mnli")
     parser.add_argument("--text", metavar="T", help="the input text")
     parser.add_argument(
+        "--image",
+        metavar="SRC",
+        help="the image of an image task: a file, s3://bucket/key, an https:// URL, a data: "
+        "URL or base64",
+    )
+    parser.add_argument(
+        "--audio",
+        metavar="SRC",
+        help="the sound of an audio task (automatic-speech-recognition, audio-classification): "
+        "a file, s3://bucket/key, an https:// URL, a data: URL or base64",
+    )
+    parser.add_argument(
         "--provider",
         metavar="P",
         help="local: run the model in this process (any task; no token; needs the [local] "
@@ -321,7 +340,8 @@ def overrides_from_args(
     args: argparse.Namespace, parser: argparse.ArgumentParser
 ) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
-    for name in ("model", "text", "task", "wait_for_model", "provider", "endpoint", "system"):
+    names = ("model", "text", "image", "audio", "task", "wait_for_model", "provider", "endpoint")
+    for name in (*names, "system"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -387,7 +407,7 @@ def _main(argv: list[str] | None) -> int:
         if given or args.timeout is not None:
             parser.error("--event runs the saved event as it is; other run flags do not apply")
         return _run_event(args.event, parser, getattr(args, "verbose", 0))
-    return _run(overrides_from_args(args, parser), args.timeout)
+    return _run(overrides_from_args(args, parser), args.timeout, args.out)
 
 
 def _fetch_models(names: list[str] | None) -> int:
@@ -429,12 +449,18 @@ def _level(verbosity: int) -> int:
     return [logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)]
 
 
-def _run(overrides: dict[str, Any], timeout: float | None) -> int:
+def _run(overrides: dict[str, Any], timeout: float | None, out: Path | None = None) -> int:
     from function.backends import NO_TOKEN
     from function.lifecycle import cli_invocation, handle
 
     handled = asyncio.run(handle(cli_invocation("cli", overrides), timeout=timeout))
     _print(handled.reply)
+    result = handled.reply.get("result") if isinstance(handled.reply, dict) else None
+    if out is not None and isinstance(result, dict) and isinstance(result.get("image"), str):
+        return _save_picture(result["image"], out)
+    if out is not None and handled.ok:
+        print("--out: the run made no picture (--out is for text-to-image)", file=sys.stderr)
+        return EXIT_FAILED
     error = handled.reply.get("error") if isinstance(handled.reply, dict) else None
     if isinstance(error, str) and error.startswith(NO_TOKEN):
         print(
@@ -443,6 +469,29 @@ def _run(overrides: dict[str, Any], timeout: float | None) -> int:
             file=sys.stderr,
         )
     return EXIT_OK if handled.ok else EXIT_FAILED
+
+
+def _save_picture(uri: str, out: Path) -> int:
+    """Copy a stored picture (a file, or an S3 object) to `out`."""
+    from function.settings import load_settings
+    from function.storage import s3_location
+
+    bucket, key = s3_location(uri)
+    try:
+        if bucket is None:
+            data = Path(uri).read_bytes()
+        else:
+            from function.aws import aws_client
+
+            s3 = aws_client("s3", load_settings().aws_timeout_s)
+            data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+    except Exception as exc:
+        print(f"--out {out}: could not save the picture ({exc})", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"Saved the picture to {out}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

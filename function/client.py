@@ -1,8 +1,8 @@
 """HTTP to the Hugging Face Inference API: retries, waiting for cold models, the deadline,
 and the mapping of every failure to one `UpstreamError`.
 
-Nothing here knows about tasks: a task gives a URL and a JSON payload and gets parsed JSON
-back (see `function.tasks`).
+Nothing here knows about tasks: a task gives a URL and a payload (JSON, or an image's or a
+sound's bytes) and gets parsed JSON back, or a picture's bytes (see `function.tasks`).
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ class Access(NamedTuple):
 
 
 class Call(NamedTuple):
-    """One request as a value: where it goes, its JSON payload, and on whose behalf."""
+    """One request as a value: where it goes, its payload (JSON, or the raw bytes of an
+    image or a sound with their content type), and on whose behalf."""
 
     url: str
     payload: Any
@@ -122,6 +123,7 @@ class Call(NamedTuple):
     access: Access = Access()
     # A dedicated endpoint scaled to zero answers 503 while it starts: wait as for a cold model.
     starts_on_503: bool = False
+    content_type: str = "application/json"
 
 
 class Fetcher(Protocol):
@@ -207,14 +209,18 @@ class HFClient:
 
             return await local.post_json(call, self.settings, deadline)
         model = call.model
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": call.content_type}
         if call.access.token:
             headers["Authorization"] = f"Bearer {call.access.token}"
         if call.access.bill_to:
             headers["X-HF-Bill-To"] = call.access.bill_to
         if call.wait_for_model:
             headers["X-Wait-For-Model"] = "true"
-        content = json.dumps(call.payload, ensure_ascii=False).encode()
+        content = (
+            call.payload
+            if isinstance(call.payload, bytes)
+            else json.dumps(call.payload, ensure_ascii=False).encode()
+        )
         seen = _Attempts()
         while True:
             remaining = deadline.remaining()
@@ -278,6 +284,8 @@ class HFClient:
             (time.monotonic() - started) * 1000,
         )
         if answer.is_success:
+            if answer.content_type.startswith("image/"):  # text-to-image: the picture
+                return ApiResponse(answer.content, _usage(answer), seen.count, len(answer.content))
             try:
                 body = _read_json(answer, model)
             except BadResponseError as exc:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from function import jsontext
 from function.client import LOCAL, ApiResponse, Call, Deadline, Fetcher
 from function.envelope import Usage
 from function.errors import LocalRunError, ResponseTooLargeError
@@ -47,8 +47,7 @@ class Coalescer:
         self.sent = 0
 
     async def post_json(self, call: Call, deadline: Deadline) -> ApiResponse:
-        body = json.dumps(call.payload, sort_keys=True, ensure_ascii=False)
-        key = hashlib.blake2b(f"{call.url}\n{body}".encode(), digest_size=16).digest()
+        key = _key(call)
         known = self._answers.get(key)
         if known is not None:
             self._answers.move_to_end(key)
@@ -93,7 +92,7 @@ class Coalescer:
         await asyncio.gather(*self._sending, return_exceptions=True)
 
     async def _embed(self, call: Call, deadline: Deadline) -> ApiResponse:
-        parameters = json.dumps(call.payload.get("parameters") or {}, sort_keys=True)
+        parameters = jsontext.dumps(call.payload.get("parameters") or {}, sort_keys=True)
         group = f"{call.url}\n{parameters}"
         chunk = self._chunks.get(group)
         if chunk is None:
@@ -199,6 +198,17 @@ def _joined(first: ApiResponse, second: ApiResponse) -> ApiResponse:
 
 def _sum(a: Any, b: Any) -> Any:
     return None if a is None and b is None else (a or 0) + (b or 0)
+
+
+def _key(call: Call) -> bytes:
+    """Identical requests have the same key: the URL and the payload, JSON or bytes."""
+    body = (
+        call.payload
+        if isinstance(call.payload, bytes)
+        else jsontext.dumps(call.payload, sort_keys=True).encode()
+    )
+    head = f"{call.url}\n{call.content_type}\n".encode()
+    return hashlib.blake2b(head + body, digest_size=16).digest()
 
 
 def _embeddable(call: Call) -> bool:

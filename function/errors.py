@@ -4,6 +4,7 @@
     ├── InputError               invalid_input  no    400   the event, run config or flags
     ├── ConfigError              config        yes    500   token, secret, settings
     ├── StorageError             storage       yes    500   results, outputs, continuations
+    ├── MediaFetchError          media_fetch   yes    502   an image/audio URL failed
     └── UpstreamError            upstream       no    502   the API answered an error
         ├── AuthError            auth           no          401 / 403
         ├── PaymentRequiredError payment_required no        402: credits used up
@@ -142,6 +143,15 @@ class UpstreamTimeoutError(UpstreamError):
 class ConnectionFailedError(UpstreamError):
     kind = "connection"
     transient = True
+
+
+class MediaFetchError(RunJobError):
+    """An image or audio URL could not be fetched (it failed, or answered an error):
+    perhaps for now, so the run may be tried again."""
+
+    kind = "media_fetch"
+    transient = True
+    http_status = 502
 
 
 class LocalModelError(UpstreamError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from function.backends import NO_TOKEN, target_for, where
 from function.client import Deadline, Fetcher
@@ -30,10 +30,13 @@ from function.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from function.inputs import RunInputs
+from function.inputs import MEDIA_TASKS, RunInputs
 from function.settings import DEAD_HOST, DEFAULT_ENDPOINT, Settings
 from function.tasks import get_task, recognize, recognize_or_none
 from function.tasks.base import ModelPipeline
+
+if TYPE_CHECKING:
+    from function.media import Media
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +75,13 @@ async def run_inference(
     client: Fetcher,
     deadline: Deadline,
     token: str | None,
+    *,
+    files: bool = False,
 ) -> Outcome:
+    """`files`: an image or audio input may be a file path (the CLI's runs)."""
+    media = await _read_media(inputs, settings, deadline, files)
     if not inputs.fallback:
-        return await _run_on(inputs, settings, client, deadline, token)
+        return await _run_on(inputs, settings, client, deadline, token, media)
     chain = [inputs, *(inputs.alternate(a) for a in inputs.fallback)]
     for candidate in chain:  # an unknown endpoint or a missing key, before any request
         target_for(candidate, settings, token)
@@ -85,7 +92,7 @@ async def run_inference(
         share = deadline if last else deadline.share(len(chain) - position, MIN_ALTERNATE_S)
         started = time.monotonic()
         try:
-            outcome = await _run_on(candidate, settings, client, share, token)
+            outcome = await _run_on(candidate, settings, client, share, token, media)
         except RunJobError as exc:
             tried.append(_attempt(candidate, exc.kind, started, exc.attempts))
             failures.append(f"{candidate.model} ({where(candidate)}): {exc.message}")
@@ -105,13 +112,30 @@ async def run_inference(
     raise AssertionError("unreachable: the last alternate returns or raises")
 
 
+async def _read_media(
+    inputs: RunInputs, settings: Settings, deadline: Deadline, files: bool
+) -> Media | None:
+    """The image or sound a media task reads, once for every alternate."""
+    field = MEDIA_TASKS.get(inputs.task or "")
+    if field is None:
+        return None
+    from function.media import read_media
+
+    return await read_media(field, getattr(inputs, field), settings, deadline, files=files)
+
+
 async def _run_on(
-    inputs: RunInputs, settings: Settings, client: Fetcher, deadline: Deadline, token: str | None
+    inputs: RunInputs,
+    settings: Settings,
+    client: Fetcher,
+    deadline: Deadline,
+    token: str | None,
+    media: Media | None = None,
 ) -> Outcome:
     named = get_task(inputs.task) if inputs.task else None
     request = named or _MODEL_PIPELINE
     target = target_for(inputs, settings, token)
-    answer = await client.post_json(request.call(inputs, target), deadline)
+    answer = await client.post_json(request.call(inputs, target, media), deadline)
     task = named or recognize(answer.body)
     try:
         result = task.read(answer.body, inputs)
@@ -124,6 +148,7 @@ async def _run_on(
                 + (" (candidate_labels: null drops the labels)" if inputs.labels else "")
             )
         raise
+    result = await task.finish(result, settings, deadline)
     prompt, completion = task.tokens(answer.body)
     usage = replace(
         answer.usage,

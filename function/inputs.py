@@ -33,7 +33,26 @@ TaskName = Literal[
     "translation",
     "fill-mask",
     "text-generation",
+    "image-classification",
+    "object-detection",
+    "image-segmentation",
+    "image-to-text",
+    "zero-shot-image-classification",
+    "text-to-image",
+    "automatic-speech-recognition",
+    "audio-classification",
 ]
+# The tasks that read an image or a sound, by the run input that holds it (function.media).
+MEDIA_TASKS = {
+    "image-classification": "image",
+    "object-detection": "image",
+    "image-segmentation": "image",
+    "image-to-text": "image",
+    "zero-shot-image-classification": "image",
+    "automatic-speech-recognition": "audio",
+    "audio-classification": "audio",
+}
+ZERO_SHOT_TASKS = ("zero-shot-classification", "zero-shot-image-classification")
 TASK_NAMES: tuple[str, ...] = TaskName.__args__  # type: ignore[attr-defined]
 
 # A Hub repo id: `name` or `namespace/name`; letters, digits, `-`, `_`, `.`; no `--` or `..`.
@@ -164,6 +183,10 @@ class RunInputs(BaseModel):
 
     model: str
     text: str | None = Field(default=None, min_length=1)
+    # The image or sound of a media task: s3://, https://, a data: URL, base64, or (from the
+    # CLI) a file path. Read when the run starts (function.media).
+    image: str | None = Field(default=None, min_length=1)
+    audio: str | None = Field(default=None, min_length=1)
     candidate_labels: list[str] | None = None
     wait_for_model: bool = True
     task: TaskName | None = None
@@ -216,6 +239,9 @@ class RunInputs(BaseModel):
                     "task: provider 'local' needs the task named (--task, or task in the "
                     "run config): the model's own pipeline is known only to the Hub"
                 )
+            for name in ("image", "audio"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"task: name the task that reads the {name}: {_readers(name)}")
             if self.text is None:
                 raise ValueError(
                     "text is required (or name a task, or give candidate_labels or inputs)"
@@ -285,7 +311,9 @@ def implied_task(fields: Mapping[str, Any]) -> str | None:
     if fields.get("candidate_labels") or (
         isinstance(parameters, dict) and parameters.get("candidate_labels")
     ):
-        return "zero-shot-classification"
+        return (
+            "zero-shot-image-classification" if fields.get("image") else "zero-shot-classification"
+        )
     structured = fields.get("inputs")
     if isinstance(structured, dict):
         if "question" in structured and "context" in structured:
@@ -295,7 +323,7 @@ def implied_task(fields: Mapping[str, Any]) -> str | None:
     return None
 
 
-_IMPLYING = ("model", "provider", "system", "messages", "inputs")
+_IMPLYING = ("model", "provider", "system", "messages", "inputs", "image")
 _STRUCTURED_FIELDS = {
     "question-answering": {"question": str, "context": str},
     "sentence-similarity": {"source_sentence": str, "sentences": list},
@@ -331,6 +359,11 @@ def _check_route(task: str, inputs: RunInputs) -> None:
             "on hf-inference (provider 'hf-inference'), in this process (provider 'local') "
             "or on a named endpoint"
         )
+    if inputs.provider == LOCAL_PROVIDER and (task in MEDIA_TASKS or task == "text-to-image"):
+        raise ValueError(
+            f"provider: 'local' runs the text tasks; task {task!r} runs on hf-inference or a "
+            "named endpoint"
+        )
     if inputs.provider == LOCAL_PROVIDER and inputs.endpoint:
         raise ValueError("provider 'local' and an endpoint cannot both be given; choose one")
     for name in ("system", "messages"):
@@ -338,12 +371,32 @@ def _check_route(task: str, inputs: RunInputs) -> None:
             raise ValueError(f"{name} is only used by text-generation, not {task!r}")
 
 
+def _readers(field: str) -> str:
+    return ", ".join(task for task, reads in MEDIA_TASKS.items() if reads == field)
+
+
 def _check_task_fields(task: str, inputs: RunInputs) -> None:
-    if inputs.candidate_labels and task != "zero-shot-classification":
+    if inputs.candidate_labels and task not in ZERO_SHOT_TASKS:
         raise ValueError(
-            f"candidate_labels is only used by zero-shot-classification (the task is {task!r}); "
-            "pass candidate_labels: null to drop the run config's labels"
+            f"candidate_labels is only used by {' and '.join(ZERO_SHOT_TASKS)} (the task is "
+            f"{task!r}); pass candidate_labels: null to drop the run config's labels"
         )
+    media = MEDIA_TASKS.get(task)
+    for name in ("image", "audio"):
+        if getattr(inputs, name) is not None and name != media:
+            raise ValueError(f"{name} is only used by {_readers(name)}, not {task!r}")
+    if media is not None:
+        if getattr(inputs, media) is None:
+            raise ValueError(
+                f"{media} is required for task {task!r}: s3://bucket/key, an https:// URL, "
+                "a data: URL or base64 (a file path from the CLI)"
+            )
+        for name in ("text", "inputs"):
+            if getattr(inputs, name) is not None:
+                raise ValueError(f"{name} is not used by {task!r}, which reads {media}")
+        if task in ZERO_SHOT_TASKS and not inputs.labels:
+            raise ValueError(f"candidate_labels is required for {task}")
+        return
     expected = _STRUCTURED_FIELDS.get(task)
     if expected is None:
         if inputs.text is None and not (task == "text-generation" and inputs.messages):
@@ -377,8 +430,10 @@ def _check_task_fields(task: str, inputs: RunInputs) -> None:
 _TASK_SPECIFIC = ("task", "candidate_labels", "inputs", "parameters", "system", "messages")
 # A field given displaces these of the base (unless given too): the more specific wins.
 _DISPLACES = {
-    "messages": ("text", "system"),
-    "text": ("messages",),
+    "messages": ("text", "system", "image", "audio"),
+    "text": ("messages", "image", "audio"),
+    "image": ("text", "messages", "system", "audio"),
+    "audio": ("text", "messages", "system", "image"),
     "endpoint": ("provider",),
     "provider": ("endpoint",),
 }

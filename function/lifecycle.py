@@ -36,6 +36,7 @@ from function.envelope import Outcome
 from function.errors import ConfigError, InputError, RunJobError
 from function.inference import check_ready, run_inference
 from function.inputs import (
+    MEDIA_TASKS,
     RunInputs,
     merge_inputs,
     overlay,
@@ -173,7 +174,7 @@ class Lifecycle:
         self.outcomes: list[Outcome] = []  # every single run's, for the metrics
 
     async def run(self, requests: Iterable[Request], plan: BatchPlan | None = None) -> list[Done]:
-        requests = tuple(requests)
+        requests = tuple([await self._uploaded(r) for r in requests])
         try:  # pre-flight, once: a batch without a token is one error, not N item failures
             self.token = await resolve_token(self.settings, self.work)
             remember_keys(self.settings)
@@ -196,10 +197,25 @@ class Lifecycle:
                 done[id(request)] = await self._compare(request)
         return [done[id(r)] for r in requests]
 
+    async def _uploaded(self, request: Request) -> Request:
+        """An S3 upload's request as the run it starts (`function.uploads`)."""
+        if request.upload is None or request.problem is not None:
+            return request
+        from function.uploads import upload_fields
+
+        try:
+            fields = await upload_fields(request.upload, self.settings, self.work)
+        except RunJobError as exc:
+            log.warning("Upload %s starts no run: %s", request.upload, exc.message)
+            return replace(request, problem=exc)
+        return replace(request, fields=fields)
+
     async def _keep_failures(self, requests: tuple[Request, ...], outcomes: list[Outcome]) -> None:
         """The run records of requests that could not start, for `history`."""
         records = []
         for i, (request, outcome) in enumerate(zip(requests, outcomes, strict=True)):
+            if request.problem is not None and request.problem.kind == "own_output":
+                continue  # the job's own output: its record would be output again
             outcome.run_config = run_config_name(request.fields, self.settings)
             records.append(self.run_meta.record(i, outcome, request.message_id))
         try:
@@ -253,7 +269,7 @@ class Lifecycle:
         records = [
             self.run_meta.record(i, o, r.message_id)
             for i, (r, o) in enumerate(zip(requests, outcomes, strict=True))
-            if not (queued and o.transient)
+            if not (queued and o.transient) and o.error_kind != "own_output"
         ]
         if records:
             try:
@@ -287,7 +303,9 @@ class Lifecycle:
             )
             model = requested_model(merged)
             inputs = validate_inputs(merged)
-            outcome = await run_inference(inputs, self.settings, client, self.work, self.token)
+            outcome = await run_inference(
+                inputs, self.settings, client, self.work, self.token, files=self.paths
+            )
         except RunJobError as exc:
             outcome = Outcome.failed(exc, model=model)
             outcome.envelope["error"] = redact(exc.message)
@@ -418,6 +436,7 @@ class Lifecycle:
                 from function.batchfields import split_batch
 
                 batch, shared = split_batch(request.fields)
+                self._prefix_field(batch, shared)  # a prefix is checked before it fans out
                 if batch.fan_out:
                     from function.fanout import fan_out
 
@@ -438,6 +457,25 @@ class Lifecycle:
         # (in AWS) or written beside the output (to run as the next batch).
         return Done(summary, ok=ok, message_id=request.message_id)
 
+    def _prefix_field(self, batch: BatchFields, shared: dict[str, Any]) -> str | None:
+        """For an input_uri that is an S3 prefix: the field its objects fill, `image` or
+        `audio`, from the batch's task."""
+        from function.storage import is_prefix
+
+        if not is_prefix(batch.input_uri):
+            return None
+        if batch.part or batch.fan_out:
+            raise InputError("fan_out: an S3 prefix is listed, not split; give a JSONL input_uri")
+        task = merge_inputs(shared, self.settings, paths=self.paths).get("task")
+        field = MEDIA_TASKS.get(task) if isinstance(task, str) else None
+        if field is None:
+            raise InputError(
+                f"input_uri: {batch.input_uri} is a prefix: each object under it is an image "
+                "or a sound; name the image or audio task that reads them (task), or give a "
+                "JSONL file"
+            )
+        return field
+
     async def _plan(self, batch: BatchFields, shared: dict[str, Any]) -> BatchPlan:
         """A batch event's plan: items from `items` / `text` / `input_uri`, records to
         `output_uri`, else inline (small lists) or under BATCHES_URI."""
@@ -448,6 +486,7 @@ class Lifecycle:
             Output,
             check_places,
             continuation_uri,
+            items_from_prefix,
             open_input,
             open_output,
             read_lines,
@@ -469,10 +508,16 @@ class Lifecycle:
         part = batch.part
         start = Resume(part.bytes[0] or 0, part.first_line, part.first_index) if part else None
 
+        prefix_field = self._prefix_field(batch, shared)
+
         async def open_items() -> Any:
             if batch.items is not None:
                 return items_from_list(batch.items)
             assert batch.input_uri is not None
+            if prefix_field is not None:
+                return items_from_prefix(
+                    batch.input_uri, prefix_field, self.settings, self.deadline
+                )
             byte_range = (part.bytes[0] or 0, part.bytes[1]) if part else None
             read = await open_input(batch.input_uri, self.settings, self.deadline, byte_range)
             first_line = start.line if start else 1
@@ -480,8 +525,9 @@ class Lifecycle:
             return items_from_jsonl(lines, start)
 
         # A file input is left where the batch stopped reading, never copied against the
-        # deadline: the rest goes on the queue, or the reply says how to resume it.
-        file_input = batch.input_uri is not None
+        # deadline: the rest goes on the queue, or the reply says how to resume it. (What a
+        # prefix's listing has not reached goes into the continuation.)
+        file_input = batch.input_uri is not None and prefix_field is None
         return BatchPlan(
             shared,
             batch,

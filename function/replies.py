@@ -32,6 +32,8 @@ def reply(trigger: Trigger, done: list[Done]) -> Any:
         return {
             "batchItemFailures": [{"itemIdentifier": d.message_id or ""} for d in done if d.retry]
         }
+    if trigger == "s3" and len(done) != 1:  # an S3 notification naming several objects
+        return {"results": [d.body for d in done]}
     (only,) = done
     if trigger == "http":
         return http_response(only.http_status, only.body)

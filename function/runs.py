@@ -10,6 +10,7 @@ alternate's model, where it ran, error kind and duration).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
@@ -225,6 +226,21 @@ def _group_by_run(records: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, 
         current.append(record)
     if current:
         yield current
+
+
+async def store_image(
+    settings: Settings, data: bytes, content_type: str, deadline: Deadline
+) -> str:
+    """A picture a run made, beside the run records, named by its content (the same picture
+    is stored once): `<RESULTS_URI>/images/YYYY-MM-DD/<sha256>.png`. Its URI."""
+    from function.storage import put_bytes
+
+    extension = content_type.partition("/")[2].replace("jpeg", "jpg") or "bin"
+    name = f"{hashlib.sha256(data).hexdigest()[:32]}.{extension}"
+    base = settings.results_uri.removeprefix("file://").rstrip("/")
+    uri = f"{base}/images/{datetime.now(UTC):%Y-%m-%d}/{name}"
+    await put_bytes(uri, data, settings, deadline, content_type=content_type)
+    return uri
 
 
 async def store(

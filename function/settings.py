@@ -161,6 +161,17 @@ class Settings(BaseSettings):
     hf_hub_offline: bool = Field(default=False, validation_alias="HF_HUB_OFFLINE")
     local_max_models: int = Field(default=2, ge=1, le=64, validation_alias="HF_LOCAL_MAX_MODELS")
     local_max_model_mb: int = Field(default=2048, ge=1, validation_alias="HF_LOCAL_MAX_MODEL_MB")
+    # Image and audio inputs (function.media): the size limit, checked before they are read
+    # whole; plain-http URLs (off: https only); and, for tests only, host names served on
+    # this machine ({"media.test": "127.0.0.1"}), whose address is not checked.
+    media_max_bytes: int = Field(default=10 * MIB, ge=1024, validation_alias="HF_MEDIA_MAX_BYTES")
+    media_allow_http: bool = Field(default=False, validation_alias="HF_MEDIA_ALLOW_HTTP")
+    media_test_hosts: dict[str, str] = Field(
+        default_factory=dict, validation_alias="HF_MEDIA_TEST_HOSTS"
+    )
+    # S3 uploads that start runs (function.uploads): {"uploads/images/": "classify-images"},
+    # a prefix (or bucket/prefix) to the run config that runs its objects.
+    s3_triggers: dict[str, str] = Field(default_factory=dict, validation_alias="S3_TRIGGERS")
     # Set by Lambda itself: metrics are emitted only there.
     lambda_function_name: str | None = Field(
         default=None, validation_alias="AWS_LAMBDA_FUNCTION_NAME"

@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from function import jsontext
 from function.aws import aws_client, describe
-from function.batch import BatchRun, Line, Progress, Resume
+from function.batch import BatchRun, Item, Line, Progress, Resume
 from function.client import Deadline
 from function.errors import InputError, StorageError
 from function.settings import Settings
@@ -136,6 +136,42 @@ async def _open_s3(
 
 async def _empty() -> bytes:
     return b""
+
+
+PAGE_KEYS = 1000  # keys a listing page holds (S3's most)
+
+
+def is_prefix(uri: str | None) -> bool:
+    """`s3://bucket/prefix/`: every object under it (a batch of images or sounds)."""
+    return uri is not None and uri.startswith("s3://") and uri.endswith("/")
+
+
+async def items_from_prefix(
+    uri: str, field: str, settings: Settings, deadline: Deadline
+) -> AsyncIterator[Item]:
+    """An item per object under an S3 prefix, `{field: "s3://bucket/key"}` with the key as
+    its id, listed a page (`PAGE_KEYS` keys) at a time: a listing is never held whole."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise InputError(f"input_uri {uri!r}: expected s3://bucket/prefix/")
+    s3 = aws_client("s3", settings.aws_timeout_s)
+    options: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": PAGE_KEYS}
+    index = 0
+    while True:
+        try:
+            page = await bounded(lambda: s3.list_objects_v2(**options), deadline)
+        except Exception as exc:
+            raise _s3_error(exc, f"input_uri: could not list {uri}") from None
+        for entry in page.get("Contents", []):
+            key = entry["Key"]
+            if key.endswith("/"):  # a "folder" marker, not an object to run
+                continue
+            yield Item(index, key, {field: f"s3://{bucket}/{key}"})
+            index += 1
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            return
+        options["ContinuationToken"] = token
 
 
 async def read_lines(read: Reader, *, max_line: int, first_line: int = 1) -> AsyncIterator[Line]:
@@ -288,8 +324,15 @@ def open_output(uri: str, settings: Settings) -> FileWriter:
     return FileWriter(uri)
 
 
-async def put_bytes(uri: str, data: bytes, settings: Settings, deadline: Deadline) -> None:
-    """A whole object (a manifest): a local file or S3."""
+async def put_bytes(
+    uri: str,
+    data: bytes,
+    settings: Settings,
+    deadline: Deadline,
+    *,
+    content_type: str = "application/octet-stream",
+) -> None:
+    """A whole object (a manifest, a picture): a local file or S3."""
     bucket, key = s3_location(uri)
     try:
         if bucket is None:
@@ -297,7 +340,10 @@ async def put_bytes(uri: str, data: bytes, settings: Settings, deadline: Deadlin
             Path(uri).write_bytes(data)
             return
         s3 = aws_client("s3", settings.aws_timeout_s)
-        await bounded(lambda: s3.put_object(Bucket=bucket, Key=key, Body=data), deadline)
+        await bounded(
+            lambda: s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type),
+            deadline,
+        )
     except OSError as exc:
         raise StorageError(f"{uri}: could not write ({exc.strerror})") from None
     except Exception as exc:
@@ -375,6 +421,14 @@ def check_places(
         if same_place(output_uri, continuation):
             raise InputError(f"output_uri: {output_uri} is also the continuation; choose another")
     if input_uri is None:
+        return
+    if is_prefix(input_uri):
+        for name, place in (("output_uri", output_uri), ("the continuation", continuation)):
+            if place is not None and place.startswith(input_uri):
+                raise InputError(
+                    f"{name}: {place} is under the input prefix {input_uri}: it would become "
+                    "an item of its own batch; choose another output"
+                )
         return
     if output_uri is not None and same_place(input_uri, output_uri):
         raise InputError(f"output_uri: {output_uri} is the input; choose another output")

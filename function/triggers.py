@@ -5,6 +5,9 @@ never raises, whatever the event holds.
 - EventBridge events and schedules: `detail` holds the overrides;
 - Function URL / API Gateway: a JSON body (or base64) or a query string; replies are HTTP;
 - SQS: each message body is one request of its own; the reply lists the messages to retry.
+- S3 "Object Created" (the S3 notification, or its EventBridge form; directly, or as the
+  body of an SQS message): each object is an upload, run by the run config that S3_TRIGGERS
+  names for its prefix (`function.uploads`).
 
 Every request is either fields to run or a problem (an InputError saying why the event, or
 that one message, cannot be read). A problem in one SQS message touches no other message.
@@ -13,14 +16,15 @@ that one message, cannot be read). A problem in one SQS message touches no other
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
+from urllib.parse import unquote_plus
 
 from function import jsontext
-from function.errors import InputError
+from function.errors import InputError, RunJobError
 from function.inputs import is_batch
 
-Trigger = Literal["direct", "schedule", "eventbridge", "http", "sqs", "cli"]
+Trigger = Literal["direct", "schedule", "eventbridge", "http", "sqs", "s3", "cli"]
 
 
 @dataclass(frozen=True)
@@ -28,8 +32,9 @@ class Request:
     """One unit of work: a run or a batch (its fields), or why there is none."""
 
     fields: dict[str, Any] = field(default_factory=dict)
-    problem: InputError | None = None
+    problem: RunJobError | None = None
     message_id: str | None = None  # SQS only
+    upload: str | None = None  # an S3 object that was created: s3://bucket/key
 
     @property
     def is_batch(self) -> bool:
@@ -66,6 +71,9 @@ def _read(event: Any) -> Invocation:
         return Invocation("direct", (Request(problem=_not_an_object("The event", event)),))
     if _looks_like_sqs(event):
         return _sqs(event)
+    uploads = _uploads(event)
+    if uploads is not None:
+        return Invocation("s3", tuple(uploads))
     if "requestContext" in event and (
         "body" in event or "rawPath" in event or "httpMethod" in event
     ):
@@ -112,8 +120,58 @@ def _sqs(event: dict[str, Any]) -> Invocation:
         message_id = message.get("messageId")
         message_id = message_id if isinstance(message_id, str) else ""
         problem, fields = _json_object(message.get("body"), "The message body")
+        uploads = _uploads(fields)
+        if uploads is not None:  # S3 -> EventBridge (or S3) -> the queue: one object a message
+            if len(uploads) != 1:
+                problem = InputError("An S3 event in a queue message must name one object")
+                requests.append(Request(problem=problem, message_id=message_id))
+            else:
+                requests.append(replace(uploads[0], message_id=message_id))
+            continue
         requests.append(Request(fields, problem, message_id))
     return Invocation("sqs", tuple(requests))
+
+
+def _uploads(event: dict[str, Any]) -> list[Request] | None:
+    """The objects an S3 "Object Created" event names (None: not such an event). The S3
+    notification spells keys URL-encoded; its EventBridge form spells them as they are."""
+    if event.get("source") == "aws.s3" and "detail-type" in event:
+        if event.get("detail-type") != "Object Created":
+            return [Request(problem=InputError(f"S3 event {event['detail-type']!r}: not run"))]
+        detail = event.get("detail")
+        bucket = _dig(detail, "bucket", "name")
+        key = _dig(detail, "object", "key")
+        return [_upload(bucket, key)]
+    records = event.get("Records")
+    if not (
+        isinstance(records, list)
+        and records
+        and all(isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in records)
+    ):
+        return None
+    uploads = []
+    for record in records:
+        name = record.get("eventName")
+        if not (isinstance(name, str) and name.startswith("ObjectCreated:")):
+            uploads.append(Request(problem=InputError(f"S3 event {name!r}: not run")))
+            continue
+        key = _dig(record, "s3", "object", "key")
+        uploads.append(
+            _upload(_dig(record, "s3", "bucket", "name"), unquote_plus(key) if key else key)
+        )
+    return uploads
+
+
+def _upload(bucket: Any, key: Any) -> Request:
+    if not (isinstance(bucket, str) and bucket and isinstance(key, str) and key):
+        return Request(problem=InputError("The S3 event names no bucket and key"))
+    return Request(upload=f"s3://{bucket}/{key}")
+
+
+def _dig(value: Any, *path: str) -> Any:
+    for name in path:
+        value = value.get(name) if isinstance(value, dict) else None
+    return value
 
 
 def _http(event: dict[str, Any]) -> Request:

@@ -53,6 +53,10 @@ ENV_VARS = (
     "AWS_LAMBDA_FUNCTION_NAME",
     "HF_LOCAL_MAX_MODELS",
     "HF_LOCAL_MAX_MODEL_MB",
+    "HF_MEDIA_MAX_BYTES",
+    "HF_MEDIA_ALLOW_HTTP",
+    "HF_MEDIA_TEST_HOSTS",
+    "S3_TRIGGERS",
 )
 # provider: local: no test reaches a hub. Set before anything imports huggingface_hub (it
 # reads these once); the tests' models live in a cache of their own (`local_models`).

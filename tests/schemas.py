@@ -22,6 +22,10 @@ def _load(path: str) -> dict[str, Any]:
         # which is what the API answers (see the reference README).
         items = schema["items"]
         items["required"] = ["token_str" if r == "tokenStr" else r for r in items["required"]]
+    if path == "image-to-text/output.json":
+        # The same typo: `generatedText` is required, `generated_text` is the property (and
+        # what the API answers).
+        schema["required"] = ["generated_text"]
     return schema
 
 

@@ -83,7 +83,7 @@ def test_comma_separated_labels(env, hf):
         ({"candidate_labels": [1, 2]}, "candidate_labels.0: Input should be a valid string"),
         ({"text": ""}, "text: String should have at least 1 character"),
         ({"wait_for_model": "sometimes"}, "wait_for_model: Input should be a valid boolean"),
-        ({"task": "image-to-text"}, "task: Input should be 'zero-shot-classification'"),
+        ({"task": "text-to-video"}, "task: Input should be 'zero-shot-classification'"),
         ({"parameters": [1]}, "parameters: Input should be a valid dictionary"),
         (
             {"task": "question-answering", "inputs": {"question": "q"}},

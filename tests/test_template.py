@@ -182,8 +182,26 @@ def test_the_template_says_what_the_issue_asks():
         "ReadTheToken",
         "WriteRunRecords",
         "ReadAndWriteBatchFiles",
+        "ReadUploads",
+        "ListUploads",
         "QueueFanOutParts",
     }
+    # Uploads: read under uploads/ only; they come through the queue, from a rule that
+    # takes uploads/ only, so nothing the job writes (runs/, batches/) starts a run.
+    assert statements["ReadUploads"]["Action"] == "s3:GetObject"
+    assert statements["ReadUploads"]["Resource"] == {"Fn::Sub": "${ResultsBucket.Arn}/uploads/*"}
+    listing = statements["ListUploads"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": "uploads/*"}}
+    rule = resources["UploadsRule"]["Properties"]
+    assert rule["EventPattern"]["detail"]["object"]["key"] == [{"prefix": "uploads/"}]
+    assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": ["RunQueue", "Arn"]}
+    env_vars = fn["Environment"]["Variables"]
+    for written in (env_vars["RESULTS_URI"], env_vars["BATCHES_URI"]):
+        assert not written["Fn::Sub"].startswith("s3://${ResultsBucket}/uploads/")
+    triggers = json.loads(t["Parameters"]["UploadTriggers"]["Default"])
+    assert triggers and all(prefix.startswith("uploads/") for prefix in triggers)
+    assert all((ROOT / "run_config" / f"{name}.json").is_file() for name in triggers.values())
+    assert fn["Environment"]["Variables"]["S3_TRIGGERS"] == {"Ref": "UploadTriggers"}
     bucket = resources["ResultsBucket"]["Properties"]
     assert all(bucket["PublicAccessBlockConfiguration"].values())
     assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]

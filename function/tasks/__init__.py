@@ -17,10 +17,18 @@ _WHERE = {
     "translation": "text2text:Translation",
     "question-answering": "question_answering:QuestionAnswering",
     "fill-mask": "text2text:FillMask",
+    "object-detection": "media:ObjectDetection",
+    "image-segmentation": "media:ImageSegmentation",
     "token-classification": "classification:TokenClassification",
     "text-classification": "classification:TextClassification",
     "feature-extraction": "embeddings:FeatureExtraction",
     "sentence-similarity": "embeddings:SentenceSimilarity",
+    "automatic-speech-recognition": "media:SpeechRecognition",
+    "image-classification": "media:ImageClassification",
+    "audio-classification": "media:AudioClassification",
+    "zero-shot-image-classification": "media:ZeroShotImageClassification",
+    "image-to-text": "media:ImageToText",
+    "text-to-image": "media:TextToImage",
 }
 _loaded: dict[str, Task] = {}
 

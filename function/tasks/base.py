@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from function.client import Call
+from function.client import Call, Deadline
 from function.errors import BadResponseError
 from function.inputs import RunInputs
+from function.settings import Settings
 
 if TYPE_CHECKING:
     from function.backends import Target
+    from function.media import Media
 
 
 class Task:
@@ -22,8 +24,9 @@ class Task:
     # Served by the OpenAI-compatible `/v1/chat/completions` route.
     chat: ClassVar[bool] = False
 
-    def call(self, inputs: RunInputs, target: Target) -> Call:
-        """The request: where it goes (see `function.backends`) and what it says."""
+    def call(self, inputs: RunInputs, target: Target, media: Media | None = None) -> Call:
+        """The request: where it goes (see `function.backends`) and what it says (the
+        media tasks say it with the image or sound, `media`)."""
         return Call(
             target.url(self, inputs.model_id),
             self.payload(inputs),
@@ -39,6 +42,11 @@ class Task:
     def read(self, body: Any, inputs: RunInputs) -> Any:
         """The answer to these inputs (`parse`, plus what the inputs asked of it)."""
         return self.parse(body)
+
+    async def finish(self, result: Any, settings: Settings, deadline: Deadline) -> Any:
+        """The result as the envelope holds it, once what it needs is done (text-to-image
+        stores its picture)."""
+        return result
 
     def tokens(self, body: Any) -> tuple[int | None, int | None]:
         """Prompt and completion tokens the answer reports (chat completions do)."""

@@ -14,6 +14,7 @@ from function.tasks.base import Task, is_number, single
 
 if TYPE_CHECKING:
     from function.backends import Target
+    from function.media import Media
 
 # Text-generation parameter names that chat completions spell differently.
 _CHAT_NAMES = {"max_new_tokens": "max_tokens"}
@@ -26,7 +27,7 @@ class TextGeneration(Task):
     name = "text-generation"
     chat = True
 
-    def call(self, inputs: RunInputs, target: Target) -> Call:
+    def call(self, inputs: RunInputs, target: Target, media: Media | None = None) -> Call:
         call = super().call(inputs, target)
         return call._replace(payload={**call.payload, "model": target.chat_model(inputs)})
 
