@@ -101,11 +101,42 @@ alternates = st.sampled_from(
         "endpoint": st.sampled_from(["mine", "http://x"]),
     },
 )
+_PNG = (  # a 1x1 PNG
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/"
+    "iZk9HQAAAABJRU5ErkJggg=="
+)
+MEDIA_SOURCES = [
+    _PNG,
+    _PNG[:40],
+    f"data:image/png;base64,{_PNG}",
+    "data:image/png,raw",
+    "s3://uploads/missing.png",
+    "s3://",
+    "https://127.0.0.1/x.png",
+    "https://169.254.169.254/latest/meta-data/",
+    "https://[::1]/x.png",
+    "http://example.com/x.png",
+    "https://user:pw@example.com/x.png",
+    "/etc/passwd",
+    "file:///etc/passwd",
+    "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQAAAAA=",
+]
 sensible = {
     "model": st.sampled_from([MODEL, "org/other", "../admin", "a b", "x" * 300]),
     "text": st.text(max_size=30) | st.lists(st.text(max_size=10), max_size=5),
     "candidate_labels": st.sampled_from(["a, b", ["a", "b"], [], ",", None]),
-    "task": st.sampled_from(["zero-shot-classification", "text-classification", "nope", None]),
+    "task": st.sampled_from(
+        [
+            "zero-shot-classification",
+            "text-classification",
+            "image-classification",
+            "zero-shot-image-classification",
+            "automatic-speech-recognition",
+            "text-to-image",
+            "nope",
+            None,
+        ]
+    ),
     "parameters": st.dictionaries(st.sampled_from(["multi_label", "top_k", "x"]), json_values),
     "inputs": st.fixed_dictionaries({}, optional={"question": st.text(), "context": st.text()}),
     "wait_for_model": st.booleans(),
@@ -141,6 +172,9 @@ sensible = {
     ),
     "fallback": st.lists(alternates, max_size=3),
     "compare": st.lists(alternates, max_size=3),
+    # Images and sounds (issue 10), from every kind of source, good and bad.
+    "image": st.sampled_from(MEDIA_SOURCES) | st.text(max_size=20),
+    "audio": st.sampled_from(MEDIA_SOURCES) | st.text(max_size=20),
 }
 run_fields = st.fixed_dictionaries(
     {}, optional={k: v | json_values if k != "text" else v for k, v in sensible.items()}
@@ -190,7 +224,58 @@ eventbridge_events = st.fixed_dictionaries(
         "detail": run_fields | json_values,
     }
 )
+s3_keys = st.sampled_from(["uploads/a.png", "uploads/b+c%20.txt", "runs/x.jsonl", ""]) | st.text(
+    max_size=12
+)
+s3_events = st.fixed_dictionaries(
+    {
+        "source": st.just("aws.s3"),
+        "detail-type": st.sampled_from(["Object Created", "Object Deleted"]),
+        "detail": st.fixed_dictionaries(
+            {
+                "bucket": st.fixed_dictionaries({"name": st.sampled_from(["uploads", ""])}),
+                "object": st.fixed_dictionaries({"key": s3_keys}),
+            }
+        )
+        | json_values,
+    }
+) | st.fixed_dictionaries(
+    {
+        "Records": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "eventSource": st.just("aws:s3"),
+                    "eventName": st.sampled_from(["ObjectCreated:Put", "ObjectRemoved:Delete"]),
+                    "s3": st.fixed_dictionaries(
+                        {
+                            "bucket": st.fixed_dictionaries({"name": st.just("uploads")}),
+                            "object": st.fixed_dictionaries({"key": s3_keys}),
+                        }
+                    )
+                    | json_values,
+                }
+            ),
+            min_size=1,
+            max_size=3,
+        )
+    }
+)
 events = st.one_of(
+    st.tuples(st.just("s3"), s3_events),
+    st.tuples(
+        st.just("sqs"),
+        st.fixed_dictionaries(
+            {
+                "Records": st.lists(
+                    s3_events.map(
+                        lambda e: {"eventSource": "aws:sqs", "messageId": "s3", "body": _dumps(e)}
+                    ),
+                    min_size=1,
+                    max_size=2,
+                )
+            }
+        ),
+    ),
     st.tuples(
         st.just("sqs"),
         st.fixed_dictionaries({"Records": sqs_records}),
@@ -237,6 +322,7 @@ def everywhere(env, aws, hf, tmp_path, monkeypatch):
         json.dumps({"mine": {"url": hf.base_url + "/endpoints/mine", "token_env": "MINE_KEY"}}),
     )
     env.setenv("MINE_KEY", OWN_KEY)
+    env.setenv("S3_TRIGGERS", json.dumps({"uploads/": "default"}))
     return hf
 
 
@@ -267,6 +353,9 @@ def test_no_event_breaks_the_reply(everywhere, tagged):
         assert set(reply) == {"statusCode", "headers", "body"}
         assert reply["statusCode"] in (200, 400, 500, 502, 504)
         assert isinstance(json.loads(reply["body"]), dict)
+    elif kind == "s3" and "results" in reply:  # an S3 notification of several objects
+        for one in reply["results"]:
+            assert set(one) == {"success", "result", "is_classification", "model", "error"}
     else:
         assert isinstance(reply, dict)
         if "success" in reply:
