@@ -196,7 +196,7 @@ async def read_media(
         return checked(field, data, _short_url(text), settings)
     if lowered.startswith("data:"):
         return checked(field, _from_data_url(field, text, settings), "the data: URL", settings)
-    if files and len(text) < 4096 and not _looks_like_base64(text) and Path(text).exists():
+    if files and len(text) < 4096 and not _looks_like_base64(text) and _exists(text):
         return checked(field, _from_file(field, Path(text), settings), text[:200], settings)
     expected = "s3://bucket/key, an https:// URL, a data: URL, base64" + (
         " or a file path" if files else " (a file path from the CLI only)"
@@ -214,6 +214,13 @@ async def _from_s3(field: str, uri: str, settings: Settings, deadline: Deadline)
         if len(body) > settings.media_max_bytes:
             raise _too_large(field, len(body), settings)
     return bytes(body)
+
+
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):  # a NUL byte, a name too long
+        return False
 
 
 def _looks_like_base64(text: str) -> bool:

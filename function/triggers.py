@@ -137,7 +137,7 @@ def _uploads(event: dict[str, Any]) -> list[Request] | None:
     notification spells keys URL-encoded; its EventBridge form spells them as they are."""
     if event.get("source") == "aws.s3" and "detail-type" in event:
         if event.get("detail-type") != "Object Created":
-            return [Request(problem=InputError(f"S3 event {event['detail-type']!r}: not run"))]
+            return [Request(problem=_not_run(event.get("detail-type")))]
         detail = event.get("detail")
         bucket = _dig(detail, "bucket", "name")
         key = _dig(detail, "object", "key")
@@ -153,13 +153,16 @@ def _uploads(event: dict[str, Any]) -> list[Request] | None:
     for record in records:
         name = record.get("eventName")
         if not (isinstance(name, str) and name.startswith("ObjectCreated:")):
-            uploads.append(Request(problem=InputError(f"S3 event {name!r}: not run")))
+            uploads.append(Request(problem=_not_run(name)))
             continue
         key = _dig(record, "s3", "object", "key")
-        uploads.append(
-            _upload(_dig(record, "s3", "bucket", "name"), unquote_plus(key) if key else key)
-        )
+        key = unquote_plus(key) if isinstance(key, str) else key
+        uploads.append(_upload(_dig(record, "s3", "bucket", "name"), key))
     return uploads
+
+
+def _not_run(kind: Any) -> InputError:
+    return InputError(f"S3 event {str(kind)[:60]!r}: only objects created start runs")
 
 
 def _upload(bucket: Any, key: Any) -> Request:

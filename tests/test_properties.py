@@ -224,8 +224,10 @@ eventbridge_events = st.fixed_dictionaries(
         "detail": run_fields | json_values,
     }
 )
-s3_keys = st.sampled_from(["uploads/a.png", "uploads/b+c%20.txt", "runs/x.jsonl", ""]) | st.text(
-    max_size=12
+s3_keys = (
+    st.sampled_from(["uploads/a.png", "uploads/b+c%20.txt", "runs/x.jsonl", ""])
+    | st.text(max_size=12)
+    | json_values
 )
 s3_events = st.fixed_dictionaries(
     {

@@ -239,3 +239,26 @@ def test_an_s3_notification_of_several_objects_runs_each(uploads, hf):
     hf.on(f"/models/{VIT}", Reply(200, LABELS))
     reply = invoke(notification("media", "uploads/images/a.png", "uploads/images/b.png")).reply
     assert [r["success"] for r in reply["results"]] == [True, True]
+
+
+def test_a_malformed_s3_event_in_a_queue_message_fails_alone():
+    from function.triggers import read_event
+
+    bad = {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": 5}]}
+    weird_key = notification("media", "uploads/x.png")
+    weird_key["Records"][0]["s3"]["object"]["key"] = 5
+    messages = [
+        {"eventSource": "aws:sqs", "messageId": "1", "body": json.dumps(bad)},
+        {"eventSource": "aws:sqs", "messageId": "2", "body": json.dumps(weird_key)},
+        {"eventSource": "aws:sqs", "messageId": "3", "body": json.dumps(eventbridge("b", "k"))},
+        {"eventSource": "aws:sqs", "messageId": "4", "body": '{"text": "hi"}'},
+    ]
+    invocation = read_event({"Records": messages})
+    assert invocation.trigger == "sqs"
+    got = [(r.message_id, r.upload, r.problem is not None) for r in invocation.requests]
+    assert got == [
+        ("1", None, True),
+        ("2", None, True),
+        ("3", "s3://b/k", False),
+        ("4", None, False),
+    ]
