@@ -32,6 +32,12 @@ examples:
       --task feature-extraction --text "Hi"   # in this process: no token (needs [local])
   hf-run-job compare --text "Refund not received" --model facebook/bart-large-mnli \\
       --model MoritzLaurer/deberta-v3-base-zeroshot-v2.0
+  hf-run-job run --task image-classification --model google/vit-base-patch16-224 \\
+      --image photo.jpg                              # or s3://..., https://..., base64
+  hf-run-job run --task automatic-speech-recognition --model openai/whisper-large-v3 \\
+      --audio call.wav
+  hf-run-job run --task text-to-image --model black-forest-labs/FLUX.1-schnell \\
+      --text "a red fox" --out fox.png
   hf-run-job run --event events/scheduled-event.json  # run the Lambda handler on a saved event
   hf-run-job history --failed --since 2026-11-01   # recent runs from RESULTS_URI
   hf-run-job show 20261123T084755123Z-1a2b3c4d     # one run's envelopes
@@ -42,6 +48,7 @@ Exit status: 0 success, 1 failure envelope, 2 usage error. With --event: 0 when 
 Environment: HUGGINGFACE_API_KEY (or HF_TOKEN), HUGGINGFACE_API_ENDPOINT,
 HUGGINGFACE_ROUTER_URL (text-generation), HF_ENDPOINTS (named endpoints), HF_BILL_TO,
 RUN_CONFIG, RESULTS_URI (run records; default: runs/ beside run_config/).
+Images and audio: HF_MEDIA_MAX_BYTES (10 MiB); S3 uploads: S3_TRIGGERS.
 provider: local: HF_HOME / HF_HUB_CACHE (the model cache), HF_HUB_OFFLINE,
 HF_LOCAL_MAX_MODELS, HF_LOCAL_MAX_MODEL_MB.
 """
@@ -278,7 +285,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, models: bool = False) -> 
     parser.add_argument(
         "--provider",
         metavar="P",
-        help="local: run the model in this process (any task; no token; needs the [local] "
+        help="local: run the model in this process (any text task; no token; needs the [local] "
         "extra). text-generation: the router's provider (groq, together, ...), a policy "
         "(fastest, cheapest), or auto (the default: your order on huggingface.co)",
     )
@@ -299,8 +306,9 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, models: bool = False) -> 
     parser.add_argument(
         "--task",
         metavar="T",
-        help="the task, e.g. text-classification (default: "
-        "inferred from the inputs, else from the model's answer)",
+        help="the task, e.g. text-classification or image-classification (default: "
+        "inferred from the inputs, else from the model's answer; an --image or --audio run "
+        "names its task)",
     )
     parser.add_argument(
         "--param",
@@ -407,6 +415,8 @@ def _main(argv: list[str] | None) -> int:
         if given or args.timeout is not None:
             parser.error("--event runs the saved event as it is; other run flags do not apply")
         return _run_event(args.event, parser, getattr(args, "verbose", 0))
+    if args.out is not None and args.task not in (None, "text-to-image"):
+        parser.error("--out saves a text-to-image picture; the task is " + repr(args.task))
     return _run(overrides_from_args(args, parser), args.timeout, args.out)
 
 
@@ -485,9 +495,8 @@ def _save_picture(uri: str, out: Path) -> int:
 
             s3 = aws_client("s3", load_settings().aws_timeout_s)
             data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)
-    except Exception as exc:
+    except Exception as exc:  # it stays where it is stored: the envelope says where
         print(f"--out {out}: could not save the picture ({exc})", file=sys.stderr)
         return EXIT_FAILED
     print(f"Saved the picture to {out}", file=sys.stderr)

@@ -568,7 +568,8 @@ def overlay(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, 
 
     `parameters` merge key by key; any other field replaces the base's; a field set to null
     removes the base's value. Overrides that name or imply another task than the base's
-    (`task`, `candidate_labels`, `inputs` with a question) start that task afresh: the base's
+    (`task`, `candidate_labels`, `inputs` with a question, an image or a sound over a text
+    task's config) start that task afresh: the base's
     fields that fit only its own task (candidate_labels, inputs, parameters) are left out;
     its model, text and wait_for_model still apply. The same fields in the overrides
     themselves are checked against the task as usual.
@@ -581,7 +582,11 @@ def overlay(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, 
             if key not in overrides:
                 merged.pop(key, None)
     asked = implied_task(overrides)
-    if asked and asked != implied_task(merged):
+    base_task = implied_task(merged)
+    media_over_text = any(overrides.get(k) is not None for k in ("image", "audio")) and (
+        base_task not in MEDIA_TASKS
+    )
+    if (asked and asked != base_task) or media_over_text:
         for key in _TASK_SPECIFIC:
             merged.pop(key, None)
     for key, others in _DISPLACES.items():  # e.g. a conversation replaces a text

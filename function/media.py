@@ -196,8 +196,11 @@ async def read_media(
         return checked(field, data, _short_url(text), settings)
     if lowered.startswith("data:"):
         return checked(field, _from_data_url(field, text, settings), "the data: URL", settings)
-    if files and len(text) < 4096 and not _looks_like_base64(text) and _exists(text):
-        return checked(field, _from_file(field, Path(text), settings), text[:200], settings)
+    if files and len(text) < 4096 and not _looks_like_base64(text):
+        if _exists(text):
+            return checked(field, _from_file(field, Path(text), settings), text[:200], settings)
+        if _looks_like_path(text):
+            raise InputError(f"Invalid input: {field}: no such file: {text[:200]}")
     expected = "s3://bucket/key, an https:// URL, a data: URL, base64" + (
         " or a file path" if files else " (a file path from the CLI only)"
     )
@@ -221,6 +224,11 @@ def _exists(path: str) -> bool:
         return Path(path).exists()
     except (OSError, ValueError):  # a NUL byte, a name too long
         return False
+
+
+def _looks_like_path(text: str) -> bool:
+    """A name with a folder or an extension (`photo.jpg`, `./in/a`): base64 has no dots."""
+    return "." in text or text.startswith(("/", "~"))
 
 
 def _looks_like_base64(text: str) -> bool:
@@ -267,7 +275,8 @@ def _from_base64(field: str, text: str, settings: Settings, expected: str) -> by
 
 def _short_url(url: str) -> str:
     parsed = httpx.URL(url)
-    return f"{parsed.scheme}://{parsed.host}{parsed.path}"[:200]
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"[:200]
 
 
 def is_public(address: str) -> bool:

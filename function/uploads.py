@@ -19,6 +19,7 @@ from typing import Any
 
 from function.client import Deadline
 from function.errors import InputError
+from function.inputs import MEDIA_TASKS, implied_task, merge_inputs
 from function.media import sniff
 from function.settings import Settings
 from function.storage import open_input, s3_location
@@ -61,6 +62,12 @@ async def upload_fields(uri: str, settings: Settings, deadline: Deadline) -> dic
     kind = sniff(head)
     if kind is not None:
         return {**fields, kind.partition("/")[0]: uri}
+    task = implied_task(merge_inputs(fields, settings))
+    if task in MEDIA_TASKS:
+        raise InputError(
+            f"upload: {uri} is not an image or a sound the API reads (its first bytes are "
+            f"{head[:8].hex(' ')}), and run config {config!r} runs {task}"
+        )
     return {**fields, "text": await _text(uri, settings, deadline)}
 
 

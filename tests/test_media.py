@@ -370,7 +370,7 @@ def test_a_url_that_fails_is_a_transient_failure_naming_it(env, hf, media_host):
     reply = invoke(
         {"model": VIT, "task": "image-classification", "image": f"{media_host}/gone.png"}
     ).reply
-    assert reply["error"] == "image: http://media.test/gone.png answered HTTP 404"
+    assert reply["error"] == f"image: http://media.test:{hf.port}/gone.png answered HTTP 404"
     assert "answered HTTP 404" in reply["error"]
 
 
@@ -475,3 +475,35 @@ def test_the_cli_saves_the_picture_where_asked(env, hf, tmp_path):
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == picture
     assert json.loads(done.stdout)["result"]["width"] == 10
+
+
+@pytest.mark.parametrize("field", ["image", "audio"])
+def test_media_over_a_text_run_config_needs_its_task_named(env, hf, field):
+    # The default run config is zero-shot text: its labels do not make a zero-shot image run.
+    reply = invoke({"model": VIT, field: b64(png() if field == "image" else wav())}).reply
+    assert reply["error"].startswith(f"Invalid input: task: name the task that reads the {field}")
+    assert hf.requests == []
+    if field == "image":  # with labels of its own, it is zero-shot-image-classification
+        hf.on(f"/models/{CLIP}", Reply(200, LABELS))
+        reply = invoke({"model": CLIP, "image": b64(png()), "candidate_labels": "a, b"}).reply
+        assert reply["success"], reply
+        assert hf.seen(f"/models/{CLIP}")[0].json["parameters"] == {"candidate_labels": ["a", "b"]}
+
+
+def test_the_cli_says_when_a_file_is_missing_and_refuses_out_for_other_tasks(env, hf, tmp_path):
+    environment = {"HUGGINGFACE_API_ENDPOINT": hf.endpoint, "HUGGINGFACE_API_KEY": TOKEN}
+    missing = tmp_path / "nothere.png"
+    done = run_cli(
+        "run", "--model", VIT, "--task", "image-classification", "--image", str(missing),
+        env=environment,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["error"] == f"Invalid input: image: no such file: {missing}"
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(png())
+    done = run_cli(
+        "run", "--model", VIT, "--task", "image-classification", "--image", str(photo),
+        "--out", str(tmp_path / "x.png"), env=environment,
+    )  # fmt: skip
+    assert done.returncode == 2 and "--out saves a text-to-image picture" in done.stderr
+    assert hf.requests == []

@@ -262,3 +262,11 @@ def test_a_malformed_s3_event_in_a_queue_message_fails_alone():
         ("3", "s3://b/k", False),
         ("4", None, False),
     ]
+
+
+def test_a_text_under_an_image_prefix_says_what_it_is(uploads, hf):
+    uploads.put_object(Bucket="media", Key="uploads/images/notes.txt", Body=b"just words")
+    reply = invoke(eventbridge("media", "uploads/images/notes.txt")).reply
+    assert "is not an image or a sound the API reads" in reply["error"]
+    assert "run config 'classify-images' runs image-classification" in reply["error"]
+    assert hf.requests == []
