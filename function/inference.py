@@ -8,6 +8,8 @@ fix (`MOVE_ON`). Invalid input and a refused token stop the chain at once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import replace
@@ -77,9 +79,26 @@ async def run_inference(
     token: str | None,
     *,
     files: bool = False,
+    media_slots: asyncio.Semaphore | None = None,
 ) -> Outcome:
-    """`files`: an image or audio input may be a file path (the CLI's runs)."""
-    media = await _read_media(inputs, settings, deadline, files)
+    """`files`: an image or audio input may be a file path (the CLI's runs). A media task
+    holds one of `media_slots` from reading its image or sound until its answer: a batch
+    holds that many in memory at most, whatever its concurrency."""
+    if MEDIA_TASKS.get(inputs.task or "") is None:
+        return await _run_chain(inputs, settings, client, deadline, token, None)
+    async with media_slots or contextlib.nullcontext():
+        media = await _read_media(inputs, settings, deadline, files)
+        return await _run_chain(inputs, settings, client, deadline, token, media)
+
+
+async def _run_chain(
+    inputs: RunInputs,
+    settings: Settings,
+    client: Fetcher,
+    deadline: Deadline,
+    token: str | None,
+    media: Media | None,
+) -> Outcome:
     if not inputs.fallback:
         return await _run_on(inputs, settings, client, deadline, token, media)
     chain = [inputs, *(inputs.alternate(a) for a in inputs.fallback)]

@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 INLINE_LIMIT = 100  # batches this small with no output target answer their records inline
 RESERVE_S = 2.0  # work stops this long before the deadline (a quarter of a short budget)
 FINISH_S = 0.1  # and writing this long before it
+MEDIA_SLOTS = 16  # runs holding an image or a sound at once (16 x 10 MB at the default limit)
 
 
 @dataclass(repr=False)
@@ -172,6 +173,8 @@ class Lifecycle:
         self.paths = run.trigger == "cli"
         self.token: str | None = None
         self.outcomes: list[Outcome] = []  # every single run's, for the metrics
+        # Images and sounds held in memory at once (each up to HF_MEDIA_MAX_BYTES).
+        self.media_slots = asyncio.Semaphore(MEDIA_SLOTS)
 
     async def run(self, requests: Iterable[Request], plan: BatchPlan | None = None) -> list[Done]:
         requests = tuple([await self._uploaded(r) for r in requests])
@@ -304,7 +307,13 @@ class Lifecycle:
             model = requested_model(merged)
             inputs = validate_inputs(merged)
             outcome = await run_inference(
-                inputs, self.settings, client, self.work, self.token, files=self.paths
+                inputs,
+                self.settings,
+                client,
+                self.work,
+                self.token,
+                files=self.paths,
+                media_slots=self.media_slots,
             )
         except RunJobError as exc:
             outcome = Outcome.failed(exc, model=model)
@@ -549,6 +558,7 @@ class Lifecycle:
         from function.limiter import AdaptiveLimiter
 
         limiter = AdaptiveLimiter(cap=plan.options.concurrency, rate=plan.options.rate)
+        self.media_slots = asyncio.Semaphore(min(MEDIA_SLOTS, plan.options.concurrency))
         async with self._client(plan.options, limiter) as client:
             engine = BatchRun(
                 lambda item: self.run_one(item.fields, client, base, plan.shared),

@@ -36,6 +36,7 @@ import httpx
 from function.client import Deadline, _ssl_context
 from function.errors import InputError, MediaFetchError
 from function.settings import MIB, Settings
+from function.threads import bounded
 
 MAX_REDIRECTS = 3
 KINDS = ("image", "audio")
@@ -48,7 +49,7 @@ _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (0, b"GIF87a", "image/gif"),
     (0, b"GIF89a", "image/gif"),
     (8, b"WEBP", "image/webp"),
-    (0, b"BM", "image/bmp"),
+    (0, b"BM", "image/bmp"),  # with its reserved zeros: see `sniff`
     (0, b"II*\x00", "image/tiff"),
     (0, b"MM\x00*", "image/tiff"),
     (8, b"WAVE", "audio/wav"),
@@ -125,12 +126,21 @@ def dimensions(data: bytes, content_type: str) -> tuple[int | None, int | None]:
 
 
 def sniff(data: bytes) -> str | None:
-    """The content type the bytes' magic numbers say, if they are a format the API reads."""
+    """The content type the bytes' magic numbers say, if they are a format the API reads.
+    Signatures that text could start with ("BMW recalls", "ID3 tags", "OggS") are held to
+    the bytes that follow them in the format too."""
     for offset, magic, content_type in _SIGNATURES:
-        if data[offset : offset + len(magic)] == magic:
-            if content_type in ("image/webp", "audio/wav") and data[:4] != b"RIFF":
-                continue
-            return content_type
+        if data[offset : offset + len(magic)] != magic:
+            continue
+        if content_type in ("image/webp", "audio/wav") and data[:4] != b"RIFF":
+            continue
+        if content_type == "image/bmp" and data[6:10] != b"\x00\x00\x00\x00":
+            continue
+        if magic == b"ID3" and data[3:5] not in (b"\x02\x00", b"\x03\x00", b"\x04\x00"):
+            continue
+        if magic == b"OggS" and data[4:5] != b"\x00":
+            continue
+        return content_type
     return None
 
 
@@ -190,7 +200,8 @@ async def read_media(
     text = value.strip()
     lowered = text[:8].lower()
     if lowered.startswith("s3://"):
-        return checked(field, await _from_s3(field, text, settings, deadline), text[:200], settings)
+        uri = "s3://" + text[5:]  # the scheme in any case is S3's, never a local path
+        return checked(field, await _from_s3(field, uri, settings, deadline), uri[:200], settings)
     if lowered.startswith(("https://", "http://")):
         data = await fetch(field, text, settings, deadline)
         return checked(field, data, _short_url(text), settings)
@@ -279,24 +290,42 @@ def _short_url(url: str) -> str:
     return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"[:200]
 
 
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_COMPATIBLE = ipaddress.ip_network("::/96")
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")
+
+
 def is_public(address: str) -> bool:
-    """Whether an IP address is on the public internet (a mapped IPv4 is judged as IPv4)."""
+    """Whether an IP address is on the public internet. An IPv6 address that carries an
+    IPv4 one (mapped, 6to4, NAT64, IPv4-compatible) is judged by that one too: in a VPC
+    with NAT64, 64:ff9b::a00:5 is 10.0.0.5."""
     try:
         ip = ipaddress.ip_address(address.split("%")[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    judged: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _SITE_LOCAL:
+            return False
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and (any(ip in n for n in _NAT64) or ip in _COMPATIBLE):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            judged = [embedded] if ip.ipv4_mapped else [ip, embedded]
+    return all(a.is_global and not a.is_multicast for a in judged)
 
 
-async def _address(field: str, host: str, port: int, settings: Settings) -> str:
+async def _address(field: str, host: str, port: int, settings: Settings, deadline: Deadline) -> str:
     """The checked address to connect to for `host`."""
     served = settings.media_test_hosts.get(host.lower())
     if served is not None:  # tests only: a public-looking name served on this machine
         return served
-    try:
-        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:  # a thread of its own, bounded by the deadline: a name server may never answer
+        found = await bounded(
+            lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM), deadline
+        )
+    except TimeoutError:
+        raise MediaFetchError(f"{field}: {host!r} did not resolve before the deadline") from None
     except (OSError, UnicodeError) as exc:
         raise MediaFetchError(f"{field}: cannot resolve {host!r} ({exc})") from None
     addresses = [str(info[4][0]) for info in found]
@@ -332,8 +361,11 @@ async def fetch(field: str, url: str, settings: Settings, deadline: Deadline) ->
                 )
             if not parsed.host:
                 raise InputError(f"Invalid input: {field}: the URL has no host")
-            address = await _address(field, parsed.host, parsed.port or 443, settings)
-            answer = await _get(http, field, parsed, address, settings, deadline)
+            address = await _address(field, parsed.host, parsed.port or 443, settings, deadline)
+            try:
+                answer = await _get(http, field, parsed, address, settings, deadline)
+            except httpx.InvalidURL as exc:
+                raise InputError(f"Invalid input: {field}: not a usable URL ({exc})") from None
             if isinstance(answer, bytes):
                 return answer
             url = urljoin(str(parsed), answer)
@@ -358,7 +390,13 @@ async def _get(
             request = http.build_request(
                 "GET",
                 target,
-                headers={"Host": host_header, "Accept": "image/*, audio/*"},
+                # As stored: a compressed answer would be inflated past the size limit in
+                # one go (a 2 KB gzip bomb is gigabytes), so none is asked for or taken.
+                headers={
+                    "Host": host_header,
+                    "Accept": "image/*, audio/*",
+                    "Accept-Encoding": "identity",
+                },
                 extensions={"sni_hostname": url.host},
             )
             response = await http.send(request, stream=True)
@@ -370,11 +408,17 @@ async def _get(
                     return location
                 if not response.is_success:
                     raise MediaFetchError(f"{field}: {short} answered HTTP {response.status_code}")
+                encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                if encoding not in ("", "identity"):
+                    raise MediaFetchError(
+                        f"{field}: {short} answered compressed ({encoding[:40]}) although it "
+                        "was asked for the file as it is"
+                    )
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > limit:
                     raise _too_large(field, int(declared), settings)
                 body = bytearray()
-                async for chunk in response.aiter_bytes():
+                async for chunk in response.aiter_raw():
                     body += chunk
                     if len(body) > limit:
                         raise _too_large(field, len(body), settings)

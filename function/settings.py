@@ -46,6 +46,17 @@ def check_token(value: str, name: str) -> str:
     return token
 
 
+def s3_spelling(uri: str) -> str:
+    """One spelling of an S3 location the job writes to (`S3://b//runs` is `s3://b/runs`),
+    so that every writer, and the check that keeps uploads from starting runs on the job's
+    own output, agree on where it is."""
+    if uri[:5].lower() != "s3://":
+        return uri
+    bucket, _, prefix = uri[5:].partition("/")
+    prefix = "/".join(part for part in prefix.split("/") if part)
+    return f"s3://{bucket}/{prefix}/" if prefix else f"s3://{bucket}/"
+
+
 def check_base_url(value: str, example: str) -> str:
     """An http(s) base URL without a query string or fragment, without a trailing `/`."""
     value = value.strip().rstrip("/")
@@ -237,8 +248,10 @@ class Settings(BaseSettings):
         if not self.results_uri:
             default = LAMBDA_RESULTS_DIR if self.in_lambda else str(DEFAULT_RESULTS_DIR)
             object.__setattr__(self, "results_uri", default)
+        object.__setattr__(self, "results_uri", s3_spelling(self.results_uri))
         if not self.batches_uri:
             object.__setattr__(self, "batches_uri", self.results_uri.rstrip("/") + "/batches")
+        object.__setattr__(self, "batches_uri", s3_spelling(self.batches_uri))
         return self
 
     @property

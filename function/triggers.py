@@ -119,17 +119,24 @@ def _sqs(event: dict[str, Any]) -> Invocation:
         message = next(SQSEvent({"Records": [record]}).records)
         message_id = message.get("messageId")
         message_id = message_id if isinstance(message_id, str) else ""
-        problem, fields = _json_object(message.get("body"), "The message body")
-        uploads = _uploads(fields)
-        if uploads is not None:  # S3 -> EventBridge (or S3) -> the queue: one object a message
-            if len(uploads) != 1:
-                problem = InputError("An S3 event in a queue message must name one object")
-                requests.append(Request(problem=problem, message_id=message_id))
-            else:
-                requests.append(replace(uploads[0], message_id=message_id))
-            continue
-        requests.append(Request(fields, problem, message_id))
+        try:  # whatever one message holds, the others are read
+            requests.append(_message(message.get("body"), message_id))
+        except Exception as exc:
+            problem = InputError(f"The message could not be read ({type(exc).__name__})")
+            requests.append(Request(problem=problem, message_id=message_id))
     return Invocation("sqs", tuple(requests))
+
+
+def _message(body: Any, message_id: str) -> Request:
+    problem, fields = _json_object(body, "The message body")
+    uploads = _uploads(fields)
+    if uploads is None:
+        return Request(fields, problem, message_id)
+    # S3 -> EventBridge (or S3) -> the queue: one object a message.
+    if len(uploads) != 1:
+        problem = InputError("An S3 event in a queue message must name one object")
+        return Request(problem=problem, message_id=message_id)
+    return replace(uploads[0], message_id=message_id)
 
 
 def _uploads(event: dict[str, Any]) -> list[Request] | None:

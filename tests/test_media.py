@@ -507,3 +507,82 @@ def test_the_cli_says_when_a_file_is_missing_and_refuses_out_for_other_tasks(env
     )  # fmt: skip
     assert done.returncode == 2 and "--out saves a text-to-image picture" in done.stderr
     assert hf.requests == []
+
+
+# -- what the probes of issue 10 found ---------------------------------------------------------
+
+
+def test_a_compressed_answer_is_refused_never_inflated(env, hf, media_host):
+    import gzip
+
+    bomb = gzip.compress(b"\x89PNG\r\n\x1a\n" + bytes(8_000_000))  # 8 MB in ~8 KB
+    hf.on("/bomb.png", Reply(200, bomb, {"content-encoding": "gzip"}), prefix="")
+    env.setenv("HF_MEDIA_MAX_BYTES", "1048576")
+    reply = invoke(
+        {"model": VIT, "task": "image-classification", "image": f"{media_host}/bomb.png"}
+    )
+    assert "answered compressed (gzip)" in reply.reply["error"]
+    (fetched,) = hf.seen("/bomb.png", prefix="")
+    assert fetched.headers["accept-encoding"] == "identity"
+
+
+def test_a_batch_holds_at_most_sixteen_images_at_once(env, hf, media_host):
+    hf.latency = 0.03
+    hf.on("/i.png", Reply(200, png()), prefix="")
+    hf.on(f"/models/{VIT}", lambda seen: Reply(200, LABELS))
+    items = [{"id": i, "image": f"{media_host}/i.png?n={i}"} for i in range(60)]
+    summary = invoke(
+        {"model": VIT, "task": "image-classification", "items": items, "concurrency": 200},
+        remaining_ms=60_000,
+    ).reply
+    assert summary["succeeded"] == 60, summary
+    assert hf.peak_in_flight <= 16  # downloads and answers together
+
+
+def test_a_name_server_that_never_answers_is_bounded_by_the_deadline(env, hf, monkeypatch):
+    import socket
+    import time as clock
+
+    real = socket.getaddrinfo
+
+    def slow(host, *args, **kwargs):
+        if host == "slow.example.com":
+            clock.sleep(5)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    event = {
+        "model": VIT,
+        "task": "image-classification",
+        "image": "https://slow.example.com/a.png",
+    }
+    done = invoke(event, remaining_ms=2000)
+    assert done.elapsed < 2.0
+    assert "did not resolve before the deadline" in done.reply["error"]
+
+
+def test_an_s3_scheme_in_capitals_is_s3_never_a_local_path(env, hf, aws, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "S3:" / "bucket").mkdir(parents=True)
+    (tmp_path / "S3:" / "bucket" / "x.png").write_bytes(png())
+    reply = invoke({"model": VIT, "task": "image-classification", "image": "S3://bucket/x.png"})
+    assert "could not read s3://bucket/x.png" in reply.reply["error"]
+    assert hf.requests == []
+
+
+def test_a_redirect_to_an_unusable_url_is_invalid_input(env, hf, media_host):
+    hf.on("/bad", Reply(302, b"", {"location": "http:\\\\127.0.0.1:1/x"}), prefix="")
+    reply = invoke({"model": VIT, "task": "image-classification", "image": f"{media_host}/bad"})
+    assert reply.reply["error"].startswith("Invalid input: image:"), reply.reply["error"]
+
+
+@pytest.mark.parametrize("text", [b"BMW recalls 2 cars", b"ID3 tags are metadata", b"OggS is a"])
+def test_text_that_starts_like_a_signature_is_not_media(text):
+    assert sniff(text) is None
+
+
+@pytest.mark.parametrize(
+    "address", ["64:ff9b::a00:5", "64:ff9b::7f00:1", "2002:a00:5::1", "::10.0.0.5", "fec0::1"]
+)
+def test_ipv6_that_carries_a_private_ipv4_is_not_public(address):
+    assert not is_public(address)

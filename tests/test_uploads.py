@@ -205,9 +205,12 @@ def test_a_prefix_batch_needs_a_media_task_and_an_output_outside_it(uploads):
     assert "is under the input prefix" in inside["error"]
 
 
-def test_a_result_the_job_writes_starts_no_run(uploads, hf, env):
-    # Even with every key mapped to a run config, the job's own output starts nothing.
+@pytest.mark.parametrize("results", ["s3://media/runs/", "S3://media//runs"])
+def test_a_result_the_job_writes_starts_no_run(uploads, hf, env, results):
+    # Even with every key mapped to a run config, the job's own output starts nothing,
+    # however RESULTS_URI is spelled.
     env.setenv("S3_TRIGGERS", json.dumps({"": "classify-images"}))
+    env.setenv("RESULTS_URI", results)
     hf.on(
         "/models/black-forest-labs/FLUX.1-schnell", Reply(200, png(), {"content-type": "image/png"})
     )
