@@ -23,12 +23,12 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from function import jsontext
 from function.client import Deadline
-from function.envelope import Outcome, failure_envelope
+from function.envelope import Outcome, Usage, failure_envelope
 from function.errors import InputError, RunJobError
 
 log = logging.getLogger(__name__)
@@ -203,8 +203,22 @@ class Summary:
     failed: int = 0
     continued: int = 0
     characters: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    compute_time_s: float = 0.0
+    compute_types: set[str] = field(default_factory=set)
+    places: set[tuple[str | None, str | None]] = field(default_factory=set)  # where, provider
     stopped: str | None = None  # "deadline" | "interrupted" when items were continued
     elapsed_s: float = 0.0
+
+    def count(self, usage: Usage) -> None:
+        """What one item used, added to the batch's (its record sums them: `usage`)."""
+        self.characters += usage.characters or 0
+        self.prompt_tokens += usage.prompt_tokens or 0
+        self.completion_tokens += usage.completion_tokens or 0
+        self.compute_time_s += usage.compute_time_s or 0.0
+        if usage.compute_type:
+            self.compute_types.add(usage.compute_type)
 
     def as_dict(self) -> dict[str, Any]:
         done = self.succeeded + self.failed
@@ -365,7 +379,8 @@ class BatchRun:
                 self.stop("deadline")
         else:
             self._finished[seq] = (True, {**outcome.envelope, "id": item.id})
-            self.summary.characters += outcome.usage.characters or 0
+            self.summary.count(outcome.usage)
+            self.summary.places.add((outcome.where, outcome.usage.provider))
             if outcome.size:
                 self._sizes[seq] = outcome.size
                 self._pending_bytes += outcome.size

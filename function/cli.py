@@ -196,6 +196,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="only runs on or after this day (YYYY-MM-DD, UTC)",
     )
     history.add_argument("--results", metavar="URI", help="the sink (default: $RESULTS_URI, runs/)")
+    spent = commands.add_parser(
+        "usage",
+        parents=[verbose],
+        help="what the runs used and cost, per day, model, run config or provider",
+        description=(
+            "Sum the run records in RESULTS_URI (a directory or s3://) per group: runs, items, "
+            "successes, failures, characters, input and output tokens, compute seconds, cache "
+            "hits and an estimated cost (prices: HF_PRICES over documented defaults)."
+        ),
+    )
+    spent.add_argument(
+        "--since", metavar="DATE", type=date.fromisoformat, help="from this day (YYYY-MM-DD, UTC)"
+    )
+    spent.add_argument(
+        "--until", metavar="DATE", type=date.fromisoformat, help="to this day, included"
+    )
+    spent.add_argument(
+        "--by", choices=("day", "model", "run-config", "provider"), default="day",
+        help="the groups (default: day)",
+    )  # fmt: skip
+    spent.add_argument("--json", action="store_true", help="JSON: the groups, the total, prices")
+    spent.add_argument("--results", metavar="URI", help="the sink (default: $RESULTS_URI, runs/)")
     show = commands.add_parser(
         "show",
         parents=[verbose],
@@ -406,6 +428,8 @@ def _main(argv: list[str] | None) -> int:
         return _compare(args, parser)
     if args.command == "history":
         return _history(args)
+    if args.command == "usage":
+        return _usage(args)
     if args.command == "show":
         return _show(args)
     if args.command == "fetch-models":
@@ -764,6 +788,30 @@ def _sink(uri: str | None) -> Sink:
     from function.settings import load_settings
 
     return open_sink(uri or load_settings().results_uri)
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from function import usage
+    from function.settings import load_settings
+
+    prices = usage.price_table(load_settings().prices)
+    runs = _sink(args.results).runs(since=args.since)
+    groups, total = usage.usage(runs, args.by, prices, args.since, args.until)
+    if args.json:
+        _print(
+            {
+                "by": args.by,
+                "groups": {k: v.as_dict() for k, v in groups.items()},
+                "total": total.as_dict(),
+                "prices": prices,
+            }
+        )
+    else:
+        print(usage.table(groups, total, args.by))
+        print(
+            "Costs are estimates from the price table (HF_PRICES; see the README).", file=sys.stderr
+        )
+    return EXIT_OK
 
 
 def _history(args: argparse.Namespace) -> int:

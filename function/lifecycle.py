@@ -580,6 +580,16 @@ class Lifecycle:
         summary = {**result.as_dict(), "output": plan.output_name}
         if result.characters:
             summary["characters"] = result.characters
+        usage = {
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "compute_time_s": round(result.compute_time_s, 4),
+        }
+        summary.update({k: v for k, v in usage.items() if v})
+        if len(result.compute_types) == 1:
+            summary["compute_type"] = next(iter(result.compute_types))
+        if len(result.places) == 1:  # where the items ran, when they all ran in one place
+            (summary["where"], summary["provider"]), *_ = result.places
         if result.continued:
             summary["continuation"] = getattr(plan.continuation, "uri", None)
             if self.settings.run_queue_url and summary["continuation"]:

@@ -3,9 +3,10 @@
 
 One record per envelope, flat so that it reads as a table:
 `run_id, item, trigger, run_config, request_id, message_id, started_at, ended_at,
-duration_ms, attempts, task, model, success, error_kind, characters, compute_time_s, where,
-provider, prompt_tokens, completion_tokens, tried, envelope` (`tried`: with a fallback, every
-alternate's model, where it ran, error kind and duration).
+duration_ms, attempts, task, model, success, error_kind, characters, compute_time_s,
+compute_type, where, provider, prompt_tokens, completion_tokens, tried, envelope` (`tried`:
+with a fallback, every alternate's model, where it ran, error kind and duration). A batch
+has one record (`kind: "batch"`) with its summary and the sums of what its items used.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Run:
             "error_kind": outcome.error_kind,
             "characters": outcome.usage.characters,
             "compute_time_s": outcome.usage.compute_time_s,
+            "compute_type": outcome.usage.compute_type,
             "where": outcome.where,
             "provider": outcome.usage.provider,
             "prompt_tokens": outcome.usage.prompt_tokens,
@@ -108,6 +110,12 @@ class Run:
             "model": model,
             "success": summary.get("failed", 0) == 0 and not summary.get("continued"),
             "characters": summary.get("characters") or None,
+            "prompt_tokens": summary.get("prompt_tokens") or None,
+            "completion_tokens": summary.get("completion_tokens") or None,
+            "compute_time_s": summary.get("compute_time_s") or None,
+            "compute_type": summary.get("compute_type"),
+            "where": summary.get("where"),
+            "provider": summary.get("provider"),
             "summary": summary,
         }
 

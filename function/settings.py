@@ -180,6 +180,9 @@ class Settings(BaseSettings):
     media_test_hosts: dict[str, str] = Field(
         default_factory=dict, validation_alias="HF_MEDIA_TEST_HOSTS"
     )
+    # `usage`'s price table over its defaults (function.usage), e.g.
+    # {"tokens_per_million": {"input": 0.2, "output": 0.6}}.
+    prices: dict[str, dict[str, float]] = Field(default_factory=dict, validation_alias="HF_PRICES")
     # S3 uploads that start runs (function.uploads): {"uploads/images/": "classify-images"},
     # a prefix (or bucket/prefix) to the run config that runs its objects.
     s3_triggers: dict[str, str] = Field(default_factory=dict, validation_alias="S3_TRIGGERS")

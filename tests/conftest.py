@@ -57,6 +57,7 @@ ENV_VARS = (
     "HF_MEDIA_ALLOW_HTTP",
     "HF_MEDIA_TEST_HOSTS",
     "S3_TRIGGERS",
+    "HF_PRICES",
 )
 # provider: local: no test reaches a hub. Set before anything imports huggingface_hub (it
 # reads these once); the tests' models live in a cache of their own (`local_models`).
