@@ -323,3 +323,21 @@ def test_the_image_template_is_the_same_stack_with_the_function_from_the_dockerf
         r for r in expanded["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
     ]
     assert lambda_function["Properties"]["PackageType"] == "Image"
+
+
+def test_the_dashboard_shows_every_metric_the_job_sends():
+    resources = template()["Resources"]
+    dashboard = resources["RunJobDashboard"]
+    assert dashboard["Type"] == "AWS::CloudWatch::Dashboard"
+    body = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    substituted = re.sub(r"\$\{[^}]+\}", "x", body)
+    widgets = json.loads(substituted)["widgets"]
+    shown = json.dumps(widgets)
+    sent = re.findall(r'add\(name="(\w+)"', (ROOT / "function" / "observability.py").read_text())
+    assert set(sent) >= {"Invocations", "Runs", "Latency", "Retries", "BilledCharacters"}
+    for metric in [*sent, "FailuresByKind"]:
+        assert f'"{metric}"' in shown or f'MetricName=\\"{metric}\\"' in shown, metric
+    for queue in ("RunDeadLetterQueue", "ScheduleDeadLetterQueue"):
+        assert "${" + queue + ".QueueName}" in body
+    latency = [m for w in widgets for m in w["properties"]["metrics"] if "Latency" in m]
+    assert {m[-1]["stat"] for m in latency} == {"p50", "p95"}
