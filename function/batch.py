@@ -208,6 +208,7 @@ class Summary:
     compute_time_s: float = 0.0
     compute_types: set[str] = field(default_factory=set)
     places: set[tuple[str | None, str | None]] = field(default_factory=set)  # where, provider
+    cache_hits: int = 0
     stopped: str | None = None  # "deadline" | "interrupted" when items were continued
     elapsed_s: float = 0.0
 
@@ -381,6 +382,7 @@ class BatchRun:
             self._finished[seq] = (True, {**outcome.envelope, "id": item.id})
             self.summary.count(outcome.usage)
             self.summary.places.add((outcome.where, outcome.usage.provider))
+            self.summary.cache_hits += outcome.cache_hit
             if outcome.size:
                 self._sizes[seq] = outcome.size
                 self._pending_bytes += outcome.size

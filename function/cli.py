@@ -344,6 +344,12 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, models: bool = False) -> 
         metavar="JSON",
         help='structured inputs, e.g. \'{"question": "...", "context": "..."}\'',
     )
+    parser.add_argument(
+        "--cache",
+        metavar="LIFETIME",
+        help='answer from the answers of earlier runs this recent: "1h", "7d" (default: off); '
+        "a hit sends no request",
+    )
     wait = parser.add_mutually_exclusive_group()
     wait.add_argument(
         "--wait",
@@ -371,7 +377,7 @@ def overrides_from_args(
 ) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     names = ("model", "text", "image", "audio", "task", "wait_for_model", "provider", "endpoint")
-    for name in (*names, "system"):
+    for name in (*names, "system", "cache"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value

@@ -98,6 +98,7 @@ class ApiResponse:
     usage: Usage
     attempts: int
     size: int = 0  # bytes of the answer, for caches that keep it
+    cached: bool = False  # from the cache across runs: no request was sent
 
 
 class Access(NamedTuple):
@@ -124,6 +125,7 @@ class Call(NamedTuple):
     # A dedicated endpoint scaled to zero answers 503 while it starts: wait as for a cold model.
     starts_on_503: bool = False
     content_type: str = "application/json"
+    cache_s: float = 0.0  # answered from the cache across runs for this long (function.cache)
 
 
 class Fetcher(Protocol):

@@ -65,6 +65,7 @@ class Outcome:
     size: int = 0  # bytes of the answer it was read from (a batch bounds what it holds)
     where: str | None = None  # hf-inference, router[:provider], endpoint:NAME
     tried: list[dict[str, Any]] | None = None  # with a fallback: every alternate tried
+    cache_hit: bool = False  # answered from the cache across runs (function.cache)
 
     @property
     def success(self) -> bool:

@@ -184,6 +184,7 @@ async def _run_on(
         usage=usage,
         size=answer.size,
         where=where(inputs),
+        cache_hit=answer.cached,
     )
 
 

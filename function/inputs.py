@@ -200,6 +200,8 @@ class RunInputs(BaseModel):
     messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=1000)
     # Alternates tried in order when the model fails in a way another could fix.
     fallback: list[Alternate] | None = Field(default=None, max_length=MAX_FALLBACK)
+    # Answers kept across runs for this long: "off" (the default), "1h", "7d" (function.cache).
+    cache: str | None = None
 
     @field_validator("model")
     @classmethod
@@ -215,6 +217,20 @@ class RunInputs(BaseModel):
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         return None if value is None else check_endpoint_name(value)
+
+    @field_validator("cache")
+    @classmethod
+    def _cache(cls, value: str | None) -> str | None:
+        from function.cache import lifetime
+
+        lifetime(value)
+        return value
+
+    @property
+    def cache_seconds(self) -> float:
+        from function.cache import lifetime
+
+        return lifetime(self.cache)
 
     @field_validator("candidate_labels", mode="before")
     @classmethod

@@ -420,19 +420,21 @@ class Lifecycle:
         cap = batch.concurrency if batch else self.settings.sqs_concurrency
         many = batch is not None
         async with new_http_client(self.settings, max_connections=cap, many=many) as http:
+            from function.cache import CachedFetcher
+
             if batch is None:
                 settings = self.settings
                 if answer_limit is not None:
                     settings = settings.model_copy(update={"max_response_bytes": answer_limit})
-                yield HFClient(settings, http)
+                yield CachedFetcher(HFClient(settings, http), self.settings)
                 return
             from function.coalescer import Coalescer
 
             coalescer = Coalescer(
                 HFClient(self.settings, http, limiter), batch_size=batch.batch_size
             )
-            try:
-                yield coalescer
+            try:  # the cache in front: it keeps one text's answer, not a chunk's
+                yield CachedFetcher(coalescer, self.settings)
             finally:
                 await coalescer.aclose()
 
@@ -588,6 +590,8 @@ class Lifecycle:
         summary.update({k: v for k, v in usage.items() if v})
         if len(result.compute_types) == 1:
             summary["compute_type"] = next(iter(result.compute_types))
+        if result.cache_hits:
+            summary["cache_hits"] = result.cache_hits
         if len(result.places) == 1:  # where the items ran, when they all ran in one place
             (summary["where"], summary["provider"]), *_ = result.places
         if result.continued:

@@ -83,6 +83,7 @@ class Run:
             "prompt_tokens": outcome.usage.prompt_tokens,
             "completion_tokens": outcome.usage.completion_tokens,
             "tried": outcome.tried,
+            "cache_hit": outcome.cache_hit,
             "envelope": envelope,
         }
 
@@ -114,6 +115,7 @@ class Run:
             "completion_tokens": summary.get("completion_tokens") or None,
             "compute_time_s": summary.get("compute_time_s") or None,
             "compute_type": summary.get("compute_type"),
+            "cache_hits": summary.get("cache_hits", 0),
             "where": summary.get("where"),
             "provider": summary.get("provider"),
             "summary": summary,

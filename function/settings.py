@@ -180,6 +180,8 @@ class Settings(BaseSettings):
     media_test_hosts: dict[str, str] = Field(
         default_factory=dict, validation_alias="HF_MEDIA_TEST_HOSTS"
     )
+    # The answer cache across runs (function.cache): default RESULTS_URI/cache.
+    cache_uri: str = Field(default="", validation_alias="HF_CACHE_URI")
     # `usage`'s price table over its defaults (function.usage), e.g.
     # {"tokens_per_million": {"input": 0.2, "output": 0.6}}.
     prices: dict[str, dict[str, float]] = Field(default_factory=dict, validation_alias="HF_PRICES")
@@ -255,6 +257,9 @@ class Settings(BaseSettings):
         if not self.batches_uri:
             object.__setattr__(self, "batches_uri", self.results_uri.rstrip("/") + "/batches")
         object.__setattr__(self, "batches_uri", s3_spelling(self.batches_uri))
+        if not self.cache_uri:
+            object.__setattr__(self, "cache_uri", self.results_uri.rstrip("/") + "/cache")
+        object.__setattr__(self, "cache_uri", s3_spelling(self.cache_uri))
         return self
 
     @property

@@ -58,6 +58,7 @@ ENV_VARS = (
     "HF_MEDIA_TEST_HOSTS",
     "S3_TRIGGERS",
     "HF_PRICES",
+    "HF_CACHE_URI",
 )
 # provider: local: no test reaches a hub. Set before anything imports huggingface_hub (it
 # reads these once); the tests' models live in a cache of their own (`local_models`).

@@ -184,6 +184,7 @@ def test_the_template_says_what_the_issue_asks():
         "ReadAndWriteBatchFiles",
         "ReadUploads",
         "ListUploads",
+        "ReadAndWriteCachedAnswers",
         "QueueFanOutParts",
     }
     # Uploads: read under uploads/ only; they come through the queue, from a rule that
@@ -341,3 +342,17 @@ def test_the_dashboard_shows_every_metric_the_job_sends():
         assert "${" + queue + ".QueueName}" in body
     latency = [m for w in widgets for m in w["properties"]["metrics"] if "Latency" in m]
     assert {m[-1]["stat"] for m in latency} == {"p50", "p95"}
+
+
+def test_the_answer_cache_lives_under_cache_where_the_role_reads_and_writes_and_it_expires():
+    t = template()
+    fn = _function(t)
+    assert fn["Environment"]["Variables"]["HF_CACHE_URI"] == {
+        "Fn::Sub": "s3://${ResultsBucket}/cache/"
+    }
+    (policy,) = fn["Policies"]
+    grant = {s["Sid"]: s for s in policy["Statement"]}["ReadAndWriteCachedAnswers"]
+    assert grant["Resource"] == {"Fn::Sub": "${ResultsBucket.Arn}/cache/*"}
+    assert set(grant["Action"]) == {"s3:GetObject", "s3:PutObject"}
+    rules = t["Resources"]["ResultsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert any(r.get("Prefix") == "cache/" and r.get("ExpirationInDays") for r in rules)

@@ -34,6 +34,7 @@ class Task:
             wait_for_model=inputs.wait_for_model,
             access=target.access,
             starts_on_503=target.kind == "endpoint",
+            cache_s=inputs.cache_seconds,
         )
 
     def payload(self, inputs: RunInputs) -> dict[str, Any]:
