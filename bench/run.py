@@ -108,6 +108,60 @@ async def peer(items: list[str], url: str, concurrency: int, task: str) -> tuple
     return len(items) / elapsed, results.count(False)
 
 
+# What Lambda bills (us-east-1, arm64 as the template deploys; aws.amazon.com/lambda/pricing,
+# read 2026-12-01): per GB-second of duration at the configured memory, and per request.
+GB_SECOND_USD = 0.0000133334
+REQUEST_USD = 0.20 / 1_000_000
+PER_ITEM = """
+import json, os, sys, time
+from handler import lambda_handler
+
+class Context:
+    def __init__(self): self.start = time.monotonic()
+    def get_remaining_time_in_millis(self): return 60000
+    aws_request_id = "bench"; function_name = "hf-run-job"; memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:hf-run-job"
+
+labels = sys.argv[2]
+durations = []
+for i in range(int(sys.argv[1])):
+    started = time.perf_counter()
+    event = {"text": f"ticket {i}: my parcel is late", "candidate_labels": labels}
+    reply = lambda_handler(event, Context())
+    durations.append(time.perf_counter() - started)
+    assert reply["success"], reply
+print(json.dumps(durations))
+"""
+
+
+def per_item_invocations(endpoint: str, workdir: Path, count: int) -> list[float]:
+    """The Xano-style job: one warm Lambda invocation per item (the handler called once an
+    item in one process, each writing its run record): each invocation's duration."""
+    env = {
+        **os.environ,
+        "HUGGINGFACE_API_ENDPOINT": endpoint,
+        "HUGGINGFACE_API_KEY": "hf_bench",
+        "RESULTS_URI": str(workdir / "runs-per-item"),
+        "AWS_LAMBDA_FUNCTION_NAME": "hf-run-job",
+        "POWERTOOLS_METRICS_NAMESPACE": "HfRunJob",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", PER_ITEM, str(count), ",".join(LABELS)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def lambda_cost(seconds: float, requests: int, memory_mb: int) -> tuple[float, float]:
+    """GB-seconds (billed by the ms) and dollars of that duration and those requests."""
+    gb_seconds = memory_mb / 1024 * seconds
+    return gb_seconds, gb_seconds * GB_SECOND_USD + requests * REQUEST_USD
+
+
 def cold_starts(statements: list[str], runs: int) -> list[float]:
     """Best wall time of a new interpreter that runs each statement, the runs interleaved
     (so that drift on a shared machine hits all alike). Our modules are compiled first, as
@@ -214,6 +268,8 @@ def main() -> None:
     parser.add_argument("--rss-items", type=int, default=100_000)
     parser.add_argument("--cold-runs", type=int, default=40)
     parser.add_argument("--local-items", type=int, default=4000)
+    parser.add_argument("--per-item-invocations", type=int, default=300)
+    parser.add_argument("--memory-mb", type=int, default=512, help="the template's default")
     parser.add_argument("--local-rss-items", type=int, default=20_000)
     parser.add_argument(
         "--local-python",
@@ -234,6 +290,7 @@ def main() -> None:
         ours_rate = summary["items_per_s"]
         peer_rate, peer_lost = asyncio.run(peer(zero_shot, url, CAP, "zero-shot"))
         _, lost_64 = asyncio.run(peer(zero_shot, url, 64, "zero-shot"))
+        one_each = per_item_invocations(server.endpoint, work, args.per_item_invocations)
     rows.append(
         (
             "zero-shot items/s vs the theoretical limit (cap unknown to us)",
@@ -256,6 +313,22 @@ def main() -> None:
             f"{summary['total'] - summary['succeeded']} / {lost_64}",
             "-",
             "ours 0",
+        )
+    )
+
+    # Lambda cost of 10,000 such items: our batch in one invocation (its measured rate; a
+    # request is the queue message or the call) against one invocation per item.
+    batch_s = 10_000 / ours_rate
+    each_s = 10_000 * sum(one_each) / len(one_each)
+    ours_gbs, ours_usd = lambda_cost(batch_s, 1, args.memory_mb)
+    each_gbs, each_usd = lambda_cost(each_s, 10_000, args.memory_mb)
+    rows.append(
+        (
+            f"Lambda per 10,000 zero-shot items at {args.memory_mb} MB: GB-s (and $), "
+            "one invocation per item vs our batch",
+            f"{each_gbs:,.1f} GB-s ${each_usd:.4f} / {ours_gbs:,.1f} GB-s ${ours_usd:.4f}",
+            f"{each_gbs / ours_gbs:.1f}x fewer",
+            ">= 20x fewer",
         )
     )
 
