@@ -14,8 +14,6 @@ import math
 import re
 from typing import Any
 
-import orjson
-
 MAX_DEPTH = 64
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 # Where a float could overflow to infinity (an exponent of 3+ digits, 300+ digits in a row):
@@ -86,6 +84,8 @@ def dumps(value: Any, *, sort_keys: bool = False) -> str:
     """`value` as compact JSON on one line. orjson writes an embedding's 384 floats about
     15 times faster than json (a batch writes one a record); json takes what orjson does
     not (an integer past 64 bits). NaN and Infinity are written as null: JSON has neither."""
+    import orjson  # on the first record written: a cold start does not wait for it
+
     option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_SORT_KEYS if sort_keys else 0)
     try:
         return orjson.dumps(value, option=option).decode()
