@@ -24,12 +24,15 @@ import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from function import jsontext
 from function.client import Deadline
 from function.envelope import Outcome, Usage, failure_envelope
 from function.errors import InputError, RunJobError
+
+if TYPE_CHECKING:
+    from function.batchfields import Budget
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +266,10 @@ class BatchRun:
         leave_rest: Resume | None = None,
         shared: dict[str, Any] | None = None,
         on_read_all: Callable[[], None] | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.run_item = run_item
+        self.budget = budget
         self.output = output
         self.continuation = continuation
         self.stop_at = stop_at
@@ -383,6 +388,16 @@ class BatchRun:
             self.summary.count(outcome.usage)
             self.summary.places.add((outcome.where, outcome.usage.provider))
             self.summary.cache_hits += outcome.cache_hit
+            spent = self.summary
+            if (
+                self.budget is not None
+                and spent.stopped is None
+                and self.budget.reached(
+                    spent.characters, spent.prompt_tokens + spent.completion_tokens
+                )
+            ):  # what is in flight finishes; nothing new starts
+                spent.stopped = "budget"
+                log.info("The batch reached its budget: the items not started are continued")
             if outcome.size:
                 self._sizes[seq] = outcome.size
                 self._pending_bytes += outcome.size

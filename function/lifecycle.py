@@ -567,12 +567,17 @@ class Lifecycle:
                 plan.output,
                 plan.continuation,
                 stop_at=self.work,
-                window=plan.window,
+                # With a budget, items start only as slots free up: what stops at the budget
+                # is then what has not started.
+                window=plan.window
+                if plan.options.budget is None
+                else min(plan.window, plan.options.concurrency),
                 progress=plan.progress,
                 leave_rest=plan.leave_rest,
                 shared=plan.shared,
                 # No more work is coming: a refused probe now would only delay the last items.
                 on_read_all=limiter.stop_probing,
+                budget=plan.options.budget,
             )
             if plan.on_start:
                 plan.on_start(engine)
@@ -594,9 +599,13 @@ class Lifecycle:
             summary["cache_hits"] = result.cache_hits
         if len(result.places) == 1:  # where the items ran, when they all ran in one place
             (summary["where"], summary["provider"]), *_ = result.places
+        budget = result.stopped == "budget"
+        if budget:  # what is left waits for a run with a budget of its own: never queued
+            summary["stopped"] = "budget"
+            summary["budget"] = plan.options.budget.model_dump(exclude_none=True)  # type: ignore[union-attr]
         if result.continued:
             summary["continuation"] = getattr(plan.continuation, "uri", None)
-            if self.settings.run_queue_url and summary["continuation"]:
+            if self.settings.run_queue_url and summary["continuation"] and not budget:
                 summary["continuation_queued"] = await self._queue_continuation(
                     plan.shared, plan.options, summary["continuation"]
                 )
@@ -645,7 +654,7 @@ class Lifecycle:
             },
         }
         said = {"from_line": rest.line, "first_index": rest.index}
-        if not self.settings.run_queue_url:
+        if not self.settings.run_queue_url or summary.get("stopped") == "budget":
             return {**said, "resume": resume}
         if end is None or rest.offset < end:
             await send_messages(
