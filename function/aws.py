@@ -12,21 +12,28 @@ container runs many invocations); boto3 is imported only when one is asked for.
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from typing import Any
 
 
 @cache
 def aws_client(service: str, timeout_s: float = 10.0) -> Any:
-    import boto3
-    from botocore.config import Config
+    """A boto3 client, one per service in a process. Made under a lock: boto3's default
+    session is not safe for threads that make clients at once."""
+    with _MAKING:
+        import boto3
+        from botocore.config import Config
 
-    config = Config(
-        connect_timeout=timeout_s,
-        read_timeout=timeout_s,
-        retries={"max_attempts": 3, "mode": "standard"},
-    )
-    return boto3.client(service, config=config)
+        config = Config(
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+            retries={"max_attempts": 3, "mode": "standard"},
+        )
+        return boto3.client(service, config=config)
+
+
+_MAKING = threading.Lock()
 
 
 def describe(exc: BaseException) -> str:

@@ -52,7 +52,9 @@ def lifetime(value: Any) -> float:
     return float(seconds)
 
 
-def key(call: Call) -> str:
+def request_key(call: Call) -> str:
+    """Identical requests have the same key: where they go, their content type and their
+    payload, JSON (keys sorted) or bytes. The coalescer keys a run's requests by it too."""
     body = (
         call.payload
         if isinstance(call.payload, bytes)
@@ -80,7 +82,7 @@ class CachedFetcher:
     async def post_json(self, call: Call, deadline: Deadline) -> ApiResponse:
         if call.cache_s <= 0:
             return await self.inner.post_json(call, deadline)
-        name = key(call)
+        name = request_key(call)
         kept = await self._io(lambda: self.store.get(name), deadline, "read")
         if isinstance(kept, dict) and _fresh(kept):
             return ApiResponse(kept["body"], Usage(compute_type="cache"), 0, cached=True)

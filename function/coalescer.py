@@ -9,12 +9,12 @@ whose pipeline fails, until the text at fault fails alone.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from function import jsontext
+from function.cache import request_key
 from function.client import LOCAL, ApiResponse, Call, Deadline, Fetcher
 from function.envelope import Usage
 from function.errors import LocalRunError, ResponseTooLargeError
@@ -40,14 +40,14 @@ class Coalescer:
         self.cache_size = cache_size
         self.cache_bytes = cache_bytes
         self._held = 0  # bytes of the answers kept
-        self._sizes: dict[bytes, int] = {}
-        self._answers: OrderedDict[bytes, asyncio.Future[ApiResponse]] = OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self._answers: OrderedDict[str, asyncio.Future[ApiResponse]] = OrderedDict()
         self._chunks: dict[str, _Chunk] = {}
         self._sending: set[asyncio.Task[None]] = set()
         self.sent = 0
 
     async def post_json(self, call: Call, deadline: Deadline) -> ApiResponse:
-        key = _key(call)
+        key = request_key(call)
         known = self._answers.get(key)
         if known is not None:
             self._answers.move_to_end(key)
@@ -70,7 +70,7 @@ class Coalescer:
         self._keep(key, answer.size)
         return answer
 
-    def _keep(self, key: bytes, size: int) -> None:
+    def _keep(self, key: str, size: int) -> None:
         """Memory stays bounded: the oldest answers go past `cache_size` answers or
         `cache_bytes` bytes (a big answer may not be kept at all)."""
         if key in self._answers:
@@ -198,17 +198,6 @@ def _joined(first: ApiResponse, second: ApiResponse) -> ApiResponse:
 
 def _sum(a: Any, b: Any) -> Any:
     return None if a is None and b is None else (a or 0) + (b or 0)
-
-
-def _key(call: Call) -> bytes:
-    """Identical requests have the same key: the URL and the payload, JSON or bytes."""
-    body = (
-        call.payload
-        if isinstance(call.payload, bytes)
-        else jsontext.dumps(call.payload, sort_keys=True).encode()
-    )
-    head = f"{call.url}\n{call.content_type}\n".encode()
-    return hashlib.blake2b(head + body, digest_size=16).digest()
 
 
 def _embeddable(call: Call) -> bool:

@@ -258,8 +258,13 @@ async def store(
 ) -> None:
     """Write the run's records, within the deadline; StorageError if they could not be."""
     try:
-        sink = open_sink(settings.results_uri, settings.aws_timeout_s)
-        where = await bounded(lambda: sink.write(run.run_id, records), deadline)
+        # The sink is made in the thread too: a process's first S3 client takes a while.
+        where = await bounded(
+            lambda: open_sink(settings.results_uri, settings.aws_timeout_s).write(
+                run.run_id, records
+            ),
+            deadline,
+        )
     except TimeoutError:
         raise StorageError(
             f"RESULTS_URI {settings.results_uri}: no answer before the deadline"

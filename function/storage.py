@@ -111,7 +111,6 @@ async def _open_s3(
     byte_range: tuple[int, int | None] | None,
     field: str,
 ) -> Reader:
-    s3 = aws_client("s3", settings.aws_timeout_s)
     extra = {}
     if byte_range:
         start, end = byte_range
@@ -119,9 +118,11 @@ async def _open_s3(
             return _empty
         extra["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
     try:
-        body = (await bounded(lambda: s3.get_object(Bucket=bucket, Key=key, **extra), deadline))[
-            "Body"
-        ]
+        body = (
+            await bounded(
+                lambda: _s3(settings).get_object(Bucket=bucket, Key=key, **extra), deadline
+            )
+        )["Body"]
     except Exception as exc:
         raise _s3_error(exc, f"{field}: could not read {uri}") from None
 
@@ -132,6 +133,13 @@ async def _open_s3(
             raise _s3_error(exc, f"{field}: could not read {uri}") from None
 
     return read
+
+
+def _s3(settings: Settings) -> Any:
+    """The S3 client, made in the thread that uses it: the first one of a process loads
+    botocore's service model (a second or more on a slow machine), which the deadline bounds
+    only off the event loop."""
+    return aws_client("s3", settings.aws_timeout_s)
 
 
 async def _empty() -> bytes:
@@ -154,12 +162,11 @@ async def items_from_prefix(
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     if not bucket:
         raise InputError(f"input_uri {uri!r}: expected s3://bucket/prefix/")
-    s3 = aws_client("s3", settings.aws_timeout_s)
     options: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": PAGE_KEYS}
     index = 0
     while True:
         try:
-            page = await bounded(lambda: s3.list_objects_v2(**options), deadline)
+            page = await bounded(lambda: _s3(settings).list_objects_v2(**options), deadline)
         except Exception as exc:
             raise _s3_error(exc, f"input_uri: could not list {uri}") from None
         for entry in page.get("Contents", []):
@@ -339,9 +346,10 @@ async def put_bytes(
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
             Path(uri).write_bytes(data)
             return
-        s3 = aws_client("s3", settings.aws_timeout_s)
         await bounded(
-            lambda: s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type),
+            lambda: _s3(settings).put_object(
+                Bucket=bucket, Key=key, Body=data, ContentType=content_type
+            ),
             deadline,
         )
     except OSError as exc:
