@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -191,7 +191,13 @@ class S3Sink:
         for page in paginator.paginate(
             Bucket=self.bucket, Prefix=self.prefix, StartAfter=start_after
         ):
-            keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".jsonl")]
+            # Records only: `dt=YYYY-MM-DD/<run id>.jsonl` (batch outputs may share the prefix).
+            keys += [
+                o["Key"]
+                for o in page.get("Contents", [])
+                if o["Key"].endswith(".jsonl")
+                and o["Key"].removeprefix(self.prefix).startswith("dt=")
+            ]
         for key in sorted(keys, key=lambda k: k.rsplit("/", 1)[-1], reverse=True):
             yield self._read(key)
 
@@ -203,7 +209,7 @@ class S3Sink:
 
     def _read(self, key: str) -> list[dict[str, Any]]:
         body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode("utf-8")
-        return [json.loads(line) for line in body.splitlines() if line.strip()]
+        return list(_records(body.splitlines(), key))
 
 
 def open_sink(uri: str, timeout_s: float = 10.0) -> Sink:
@@ -219,12 +225,22 @@ def open_sink(uri: str, timeout_s: float = 10.0) -> Sink:
 
 def _read_lines(path: Path) -> Iterator[dict[str, Any]]:
     with path.open(encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    log.warning("Skipping a damaged line %d of %s", number, path)
+        yield from _records(file, str(path))
+
+
+def _records(lines: Iterable[str], where: str) -> Iterator[dict[str, Any]]:
+    """The records of a sink's file; a damaged line (not JSON, not an object) is skipped."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            yield record
+        else:
+            log.warning("Skipping a damaged line %d of %s", number, where)
 
 
 def _group_by_run(records: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:

@@ -153,3 +153,33 @@ def test_the_token_never_shows_in_usage(env, hf, tmp_path):
     invoke({"model": MNLI, "text": "x", "candidate_labels": "a, b"})
     done = run_cli("usage", "--json", env={"RESULTS_URI": str(tmp_path / "runs")})
     assert TOKEN not in done.stdout + done.stderr
+
+
+def test_usage_skips_lines_that_are_not_records(tmp_path):
+    results = tmp_path / "runs"
+    results.mkdir()
+    good = {"run_id": "r1", "started_at": "2026-11-30T00:00:00Z", "model": "m", "success": True}
+    lines = ["[]", "null", "42", '"text"', "{broken", json.dumps(good)]
+    (results / "2026-11-30.jsonl").write_text("\n".join(lines) + "\n")
+    done = run_cli("usage", "--json", env={"RESULTS_URI": str(results)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["total"]["items"] == 1
+
+
+def test_usage_on_s3_reads_records_not_batch_outputs_beside_them(aws, env, hf):
+    from tests.aws import client
+
+    s3 = client("s3")
+    s3.create_bucket(Bucket="usage-sink")
+    for key in list(s3.list_objects_v2(Bucket="usage-sink").get("Contents", [])):
+        s3.delete_object(Bucket="usage-sink", Key=key["Key"])
+    env.setenv("RESULTS_URI", "s3://usage-sink/runs/")  # BATCHES_URI: runs/batches/
+    hf.on(f"/models/{MNLI}", Reply(200, LABELS, CHARGED))
+    summary = invoke({"model": MNLI, "candidate_labels": "a, b", "text": ["x", "y"]}).reply
+    assert summary["succeeded"] == 2
+    s3.put_object(Bucket="usage-sink", Key="runs/batches/other.jsonl", Body=b'{"id": 1}\n')
+    from function.runs import open_sink
+    from function.usage import price_table, usage
+
+    _, total = usage(open_sink("s3://usage-sink/runs/").runs(), "day", price_table({}))
+    assert (total.runs, total.items) == (1, 2)
