@@ -447,13 +447,13 @@ class Lifecycle:
                 from function.batchfields import split_batch
 
                 batch, shared = split_batch(request.fields)
-                self._prefix_field(batch, shared)  # a prefix is checked before it fans out
+                prefix_field = self._prefix_field(batch, shared)  # checked before it fans out
                 if batch.fan_out:
                     from function.fanout import fan_out
 
                     summary = await fan_out(batch, shared, self.settings, self.work)
                     return Done(summary, message_id=request.message_id)
-                plan = await self._plan(batch, shared)
+                plan = await self._plan(batch, shared, prefix_field)
             summary = await self._run_plan(plan, request)
         except RunJobError as exc:
             log.error("The batch failed: %s", exc.message, extra={"message_id": request.message_id})
@@ -487,7 +487,9 @@ class Lifecycle:
             )
         return field
 
-    async def _plan(self, batch: BatchFields, shared: dict[str, Any]) -> BatchPlan:
+    async def _plan(
+        self, batch: BatchFields, shared: dict[str, Any], prefix_field: str | None
+    ) -> BatchPlan:
         """A batch event's plan: items from `items` / `text` / `input_uri`, records to
         `output_uri`, else inline (small lists) or under BATCHES_URI."""
         from function.batch import Resume, items_from_jsonl, items_from_list
@@ -518,8 +520,6 @@ class Lifecycle:
 
         part = batch.part
         start = Resume(part.bytes[0] or 0, part.first_line, part.first_index) if part else None
-
-        prefix_field = self._prefix_field(batch, shared)
 
         async def open_items() -> Any:
             if batch.items is not None:

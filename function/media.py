@@ -182,9 +182,10 @@ def checked(field: str, data: bytes, source: str, settings: Settings) -> Media:
     return Media(data, content_type, source)
 
 
-def _too_large(field: str, size: int, settings: Settings) -> InputError:
+def _too_large(field: str, size: int | None, settings: Settings) -> InputError:
+    """`size` None: the input was cut off past the limit, its size unknown."""
     return InputError(
-        f"Invalid input: {field}: {_size(size)} is over the limit of "
+        f"Invalid input: {field}: {'it' if size is None else _size(size)} is over the limit of "
         f"{_size(settings.media_max_bytes)} (HF_MEDIA_MAX_BYTES)"
     )
 
@@ -219,15 +220,13 @@ async def read_media(
 
 
 async def _from_s3(field: str, uri: str, settings: Settings, deadline: Deadline) -> bytes:
-    from function.storage import open_input
+    from function.storage import open_input, read_whole
 
     read = await open_input(uri, settings, deadline, field=field)
-    body = bytearray()
-    while chunk := await read():
-        body += chunk
-        if len(body) > settings.media_max_bytes:
-            raise _too_large(field, len(body), settings)
-    return bytes(body)
+    body = await read_whole(read, settings.media_max_bytes)
+    if body is None:
+        raise _too_large(field, None, settings)
+    return body
 
 
 def _exists(path: str) -> bool:

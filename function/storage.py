@@ -135,6 +135,16 @@ async def _open_s3(
     return read
 
 
+async def read_whole(read: Reader, limit: int) -> bytes | None:
+    """Everything `read` gives, or None as soon as it is over `limit` bytes (never held)."""
+    body = bytearray()
+    while chunk := await read():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 def _s3(settings: Settings) -> Any:
     """The S3 client, made in the thread that uses it: the first one of a process loads
     botocore's service model (a second or more on a slow machine), which the deadline bounds

@@ -22,7 +22,7 @@ from function.errors import InputError
 from function.inputs import MEDIA_TASKS, implied_task, merge_inputs
 from function.media import sniff
 from function.settings import Settings
-from function.storage import open_input, s3_location
+from function.storage import open_input, read_whole, s3_location
 
 HEAD_BYTES = 64  # enough for every magic number `function.media` knows
 
@@ -92,14 +92,12 @@ def _prefix(location: str) -> tuple[str | None, str]:
 async def _text(uri: str, settings: Settings, deadline: Deadline) -> str:
     limit = settings.max_line_bytes
     read = await open_input(uri, settings, deadline, field="upload")
-    data = bytearray()
-    while chunk := await read():
-        data += chunk
-        if len(data) > limit:
-            raise InputError(
-                f"upload: {uri} is over {limit:,} bytes (HF_MAX_LINE_BYTES) and is not an image "
-                "or a sound; a large upload of texts belongs in a .jsonl batch"
-            )
+    data = await read_whole(read, limit)
+    if data is None:
+        raise InputError(
+            f"upload: {uri} is over {limit:,} bytes (HF_MAX_LINE_BYTES) and is not an image "
+            "or a sound; a large upload of texts belongs in a .jsonl batch"
+        )
     try:
         text = data.decode("utf-8").strip()
     except UnicodeDecodeError:
