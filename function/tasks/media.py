@@ -10,7 +10,7 @@ records, and its result says where (`Picture`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from function.client import Call, Deadline
 from function.errors import BadResponseError
@@ -26,9 +26,8 @@ if TYPE_CHECKING:
 
 
 class MediaTask(Task):
-    """A task whose input is `media`: the run's image or sound."""
-
-    reads: ClassVar[str] = "image"
+    """A task whose input is `media`: the run's image or sound (which one:
+    `function.inputs.MEDIA_TASKS`)."""
 
     def call(self, inputs: RunInputs, target: Target, media: Media | None = None) -> Call:
         assert media is not None, "a media task runs with the media read"
@@ -54,7 +53,6 @@ class ImageClassification(MediaTask, TextClassification):
 
 class AudioClassification(ImageClassification):
     name = "audio-classification"
-    reads = "audio"
 
 
 class ZeroShotImageClassification(ImageClassification):
@@ -132,7 +130,6 @@ def _chunk(value: Any) -> bool:
 
 class SpeechRecognition(MediaTask):
     name = "automatic-speech-recognition"
-    reads = "audio"
 
     def recognizes(self, body: Any) -> bool:
         return isinstance(body, dict) and set(body) <= {"text", "chunks"} and "text" in body
