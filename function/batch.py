@@ -24,15 +24,13 @@ import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from function import jsontext
+from function.budget import Budget, Used
 from function.client import Deadline
 from function.envelope import Outcome, Usage, failure_envelope
 from function.errors import InputError, RunJobError
-
-if TYPE_CHECKING:
-    from function.batchfields import Budget
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +207,8 @@ class Summary:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     compute_time_s: float = 0.0
-    compute_types: set[str] = field(default_factory=set)
+    # Compute seconds per hardware (x-compute-type: a batch may run on a CPU and a GPU).
+    compute_by_type: dict[str, float] = field(default_factory=dict)
     places: set[tuple[str | None, str | None]] = field(default_factory=set)  # where, provider
     cache_hits: int = 0
     stopped: str | None = None  # "deadline" | "interrupted" when items were continued
@@ -222,7 +221,8 @@ class Summary:
         self.completion_tokens += usage.completion_tokens or 0
         self.compute_time_s += usage.compute_time_s or 0.0
         if usage.compute_type:
-            self.compute_types.add(usage.compute_type)
+            seconds = self.compute_by_type.get(usage.compute_type, 0.0)
+            self.compute_by_type[usage.compute_type] = seconds + (usage.compute_time_s or 0.0)
 
     def as_dict(self) -> dict[str, Any]:
         done = self.succeeded + self.failed
@@ -267,9 +267,11 @@ class BatchRun:
         shared: dict[str, Any] | None = None,
         on_read_all: Callable[[], None] | None = None,
         budget: Budget | None = None,
+        used: Used | None = None,
     ) -> None:
         self.run_item = run_item
         self.budget = budget
+        self.used = used or Used()  # what a daily budget counted before this batch
         self.output = output
         self.continuation = continuation
         self.stop_at = stop_at
@@ -290,6 +292,7 @@ class BatchRun:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._next_out = 0
         self._wake = asyncio.Event()
+        self._check_budget()  # a daily budget may be used up before the first item
 
     def stop(self, reason: str) -> None:
         if self.summary.stopped is None:
@@ -388,27 +391,27 @@ class BatchRun:
             self.summary.count(outcome.usage)
             self.summary.places.add((outcome.where, outcome.usage.provider))
             self.summary.cache_hits += outcome.cache_hit
-            spent = self.summary
-            if (
-                self.budget is not None
-                and spent.stopped is None
-                and self.budget.reached(
-                    spent.characters, spent.prompt_tokens + spent.completion_tokens
-                )
-            ):  # what is in flight finishes; nothing new starts
-                spent.stopped = "budget"
-                log.info("The batch reached its budget: the items not started are continued")
+            self._check_budget()
             if outcome.size:
                 self._sizes[seq] = outcome.size
                 self._pending_bytes += outcome.size
                 self._answers += 1
                 self._answer_bytes += outcome.size
 
+    def _check_budget(self) -> None:
+        """At the budget (what was used before, a daily budget's, and what this batch used),
+        nothing new starts; what is in flight finishes."""
+        spent = self.summary
+        used = self.used + Used(spent.characters, spent.prompt_tokens + spent.completion_tokens)
+        if self.budget is not None and spent.stopped is None and self.budget.reached(used):
+            spent.stopped = "budget"
+            log.info("The batch reached its budget: the items not started are continued")
+
     def continuation_line(self, item: Item) -> dict[str, Any]:
         """The item as the next batch takes it: the batch's shared fields under its own (so
         the continuation runs alike without them), and its id (its position if it had none).
         A null stays null: it removes a run config's value there too."""
-        line = dict(self.shared)
+        line = {k: v for k, v in self.shared.items() if k != "budget"}  # the batch's, not an item's
         for key, value in item.fields.items():
             if key == "parameters" and isinstance(value, dict) and isinstance(line.get(key), dict):
                 line[key] = {**line[key], **value}

@@ -5,7 +5,7 @@ field names for both. Imported when a batch runs (single runs never pay for the 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -41,28 +41,6 @@ class Part(BaseModel):
     first_line: int = Field(default=1, ge=1)
 
 
-class Budget(BaseModel):
-    """`budget`: a batch starts no new item once its items have used this much (characters
-    billed, or input + output tokens). The items not started go to the continuation."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    characters: int | None = Field(default=None, ge=1)
-    tokens: int | None = Field(default=None, ge=1)
-    per: Literal["run"] = "run"
-
-    @model_validator(mode="after")
-    def _limits_something(self) -> Budget:
-        if self.characters is None and self.tokens is None:
-            raise ValueError("expected characters or tokens (or both), each a whole number")
-        return self
-
-    def reached(self, characters: int, tokens: int) -> bool:
-        return (self.characters is not None and characters >= self.characters) or (
-            self.tokens is not None and tokens >= self.tokens
-        )
-
-
 class BatchFields(BaseModel):
     """The fields of an event that describe a batch rather than its runs. Every other field
     is shared by the items (and each item's own fields win)."""
@@ -78,7 +56,6 @@ class BatchFields(BaseModel):
     part: Part | None = None
     fan_out: bool = False
     chunk_size: int = Field(default=500, ge=1, le=1_000_000)
-    budget: Budget | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> BatchFields:
@@ -94,6 +71,11 @@ class BatchFields(BaseModel):
 BATCH_FIELDS = frozenset(BatchFields.model_fields)
 # Batch fields a batch passes on when it sends work to the queue's workers.
 WORKER_OPTIONS = ("batch_size", "concurrency", "rate")
+
+
+def passed_on(batch: BatchFields) -> dict[str, Any]:
+    """The batch fields the parts, continuations and rests of a batch keep."""
+    return {name: getattr(batch, name) for name in WORKER_OPTIONS if name in batch.model_fields_set}
 
 
 def split_batch(fields: Mapping[str, Any]) -> tuple[BatchFields, dict[str, Any]]:

@@ -3,11 +3,13 @@
 
 The key is the canonical request: where it goes (backend, provider or endpoint, model and
 task are in the URL and the payload), its content type and its payload (JSON with sorted
-keys, or an image's bytes), hashed (SHA-256). Only successes are kept, each with the moment
-it expires. The store sits beside the results, `HF_CACHE_URI` (default `RESULTS_URI/cache`):
-a folder, or an S3 prefix (the template expires it with a lifecycle rule). Reads and writes
-are bounded by the deadline; a cache that cannot be read is a miss, and one that cannot be
-written is logged: the cache never fails a run.
+keys, or an image's bytes), hashed (SHA-256). Only successes the task can read are kept,
+each with the moment it was stored: the reader's lifetime decides whether it is still fresh,
+and an entry that is not one (damaged, another shape, from the future) is a miss. The
+store sits beside the results, `HF_CACHE_URI` (default `RESULTS_URI/cache`): a folder, or
+an S3 prefix (the template expires it with a lifecycle rule). Reads and writes are bounded
+by the deadline; a cache that cannot be read is a miss, and one that cannot be written is
+logged: the cache never fails a run.
 
 Within a run, identical requests are still sent once (`function.coalescer`, behind this).
 """
@@ -15,7 +17,6 @@ Within a run, identical requests are still sent once (`function.coalescer`, behi
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -36,6 +37,7 @@ _LIFETIME = re.compile(r"(\d{1,6})\s*([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_LIFETIME_S = 366 * 86400
 IO_TIMEOUT_S = 2.0  # a cache read or write never takes more of the run than this
+CLOCK_SKEW_S = 60.0  # an entry stored later than this from now is not trusted
 
 
 def lifetime(value: Any) -> float:
@@ -84,11 +86,12 @@ class CachedFetcher:
             return await self.inner.post_json(call, deadline)
         name = request_key(call)
         kept = await self._io(lambda: self.store.get(name), deadline, "read")
-        if isinstance(kept, dict) and _fresh(kept):
-            return ApiResponse(kept["body"], Usage(compute_type="cache"), 0, cached=True)
+        if _fresh(kept, call):
+            return ApiResponse(kept["body"], Usage(), 0, cached=True)
         answer = await self.inner.post_json(call, deadline)
-        if not isinstance(answer.body, bytes):  # pictures are stored as results, not here
-            entry = {"expires_at": time.time() + call.cache_s, "body": answer.body}
+        # Pictures are stored as results, not here; an answer the task cannot read is not kept.
+        if not isinstance(answer.body, bytes) and _readable(answer.body, call):
+            entry = {"stored_at": time.time(), "body": answer.body}
             await self._io(lambda: self.store.put(name, jsontext.dumps(entry)), deadline, "write")
         return answer
 
@@ -101,9 +104,20 @@ class CachedFetcher:
             return None
 
 
-def _fresh(entry: dict[str, Any]) -> bool:
-    expires = entry.get("expires_at")
-    return isinstance(expires, int | float) and expires > time.time() and "body" in entry
+def _fresh(entry: Any, call: Call) -> bool:
+    """Stored less than the caller's lifetime ago (a shorter lifetime than the writer's is
+    honoured), and an answer the task reads."""
+    if not isinstance(entry, dict) or "body" not in entry:
+        return False
+    stored = entry.get("stored_at")
+    if not isinstance(stored, int | float) or isinstance(stored, bool):
+        return False
+    age = time.time() - stored
+    return -CLOCK_SKEW_S <= age < call.cache_s and _readable(entry["body"], call)
+
+
+def _readable(body: Any, call: Call) -> bool:
+    return call.accepts is None or call.accepts(body)
 
 
 class LocalStore:
@@ -115,7 +129,7 @@ class LocalStore:
 
     def get(self, name: str) -> Any:
         path = self._path(name)
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return jsontext.parse(path.read_bytes()) if path.is_file() else None
 
     def put(self, name: str, text: str) -> None:
         path = self._path(name)
@@ -138,7 +152,7 @@ class S3Store:
             body = self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}{name}.json")["Body"]
         except self.s3.exceptions.NoSuchKey:
             return None
-        return json.loads(body.read())
+        return jsontext.parse(body.read())
 
     def put(self, name: str, text: str) -> None:
         self.s3.put_object(

@@ -126,6 +126,8 @@ class Call(NamedTuple):
     starts_on_503: bool = False
     content_type: str = "application/json"
     cache_s: float = 0.0  # answered from the cache across runs for this long (function.cache)
+    # Whether an answer is one the task reads: the cache keeps and serves only those.
+    accepts: Callable[[Any], bool] | None = None
 
 
 class Fetcher(Protocol):

@@ -5,6 +5,7 @@
     ├── ConfigError              config        yes    500   token, secret, settings
     ├── StorageError             storage       yes    500   results, outputs, continuations
     ├── MediaFetchError          media_fetch   yes    502   an image/audio URL failed
+    ├── BudgetError              budget        yes    429   a daily budget is used up
     └── UpstreamError            upstream       no    502   the API answered an error
         ├── AuthError            auth           no          401 / 403
         ├── PaymentRequiredError payment_required no        402: credits used up
@@ -152,6 +153,15 @@ class MediaFetchError(RunJobError):
     kind = "media_fetch"
     transient = True
     http_status = 502
+
+
+class BudgetError(RunJobError):
+    """The run config's daily budget is used up: the run did not start. Transient: a
+    queued run goes back to its queue (and on to its DLQ, to redrive another day)."""
+
+    kind = "budget"
+    transient = True
+    http_status = 429
 
 
 class LocalModelError(UpstreamError):

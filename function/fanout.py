@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from function.aws import aws_client
-from function.batchfields import WORKER_OPTIONS, BatchFields
+from function.batchfields import BatchFields, passed_on
 from function.client import Deadline
 from function.errors import ConfigError, StorageError
 from function.settings import Settings
@@ -60,9 +60,7 @@ async def fan_out(
     if not settings.run_queue_url:
         raise ConfigError("fan_out needs RUN_QUEUE_URL: the SQS queue that the workers read")
     assert batch.input_uri is not None and batch.output_uri is not None
-    options = {
-        name: getattr(batch, name) for name in WORKER_OPTIONS if name in batch.model_fields_set
-    }
+    options = passed_on(batch)
     parts: list[dict[str, Any]] = []
     entries: list[dict[str, str]] = []
     async for part in split(batch.input_uri, batch.chunk_size, settings, deadline):

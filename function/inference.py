@@ -35,7 +35,7 @@ from function.errors import (
 from function.inputs import MEDIA_TASKS, RunInputs
 from function.settings import DEAD_HOST, DEFAULT_ENDPOINT, Settings
 from function.tasks import get_task, recognize, recognize_or_none
-from function.tasks.base import ModelPipeline
+from function.tasks.base import ModelPipeline, Task
 
 if TYPE_CHECKING:
     from function.media import Media
@@ -154,7 +154,10 @@ async def _run_on(
     named = get_task(inputs.task) if inputs.task else None
     request = named or _MODEL_PIPELINE
     target = target_for(inputs, settings, token)
-    answer = await client.post_json(request.call(inputs, target, media), deadline)
+    call = request.call(inputs, target, media)
+    if call.cache_s:
+        call = call._replace(accepts=lambda body: _readable(named, body, inputs))
+    answer = await client.post_json(call, deadline)
     task = named or recognize(answer.body)
     try:
         result = task.read(answer.body, inputs)
@@ -186,6 +189,18 @@ async def _run_on(
         where=where(inputs),
         cache_hit=answer.cached,
     )
+
+
+def _readable(named: Task | None, body: Any, inputs: RunInputs) -> bool:
+    """Whether the task (named, or recognized from the answer) reads this answer."""
+    task = named or recognize_or_none(body)
+    if task is None:
+        return False
+    try:
+        task.read(body, inputs)
+    except BadResponseError:
+        return False
+    return True
 
 
 def _attempt(

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from function.budget import Budget
 from function.errors import InputError
 from function.settings import ENDPOINT_NAME, Settings
 
@@ -202,6 +203,8 @@ class RunInputs(BaseModel):
     fallback: list[Alternate] | None = Field(default=None, max_length=MAX_FALLBACK)
     # Answers kept across runs for this long: "off" (the default), "1h", "7d" (function.cache).
     cache: str | None = None
+    # Stop starting items past this much use, per run or per day (function.budget).
+    budget: Budget | None = None
 
     @field_validator("model")
     @classmethod

@@ -31,9 +31,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from function.backends import remember_keys, where
+from function.budget import Budget, Used, parse_budget
 from function.client import Deadline, Fetcher, HFClient, new_http_client
 from function.envelope import Outcome
-from function.errors import ConfigError, InputError, RunJobError
+from function.errors import BudgetError, ConfigError, InputError, RunJobError, StorageError
 from function.inference import check_ready, run_inference
 from function.inputs import (
     MEDIA_TASKS,
@@ -49,7 +50,7 @@ from function.inputs import (
 from function.observability import configure_logging, record_metrics, start_invocation
 from function.redact import redact
 from function.replies import Done, reply
-from function.runs import Run, store
+from function.runs import Run, store, used_today
 from function.secrets import resolve_token
 from function.settings import Settings, load_settings
 from function.triggers import Invocation, Request, Trigger, read_event
@@ -305,7 +306,19 @@ class Lifecycle:
                 else merge_inputs(fields, self.settings, paths=self.paths)
             )
             model = requested_model(merged)
+            if base is not None and "budget" in fields:
+                raise InputError(
+                    "Invalid input: budget: a batch has one budget, in the event or its run config; "
+                    "an item cannot have its own"
+                )
             inputs = validate_inputs(merged)
+            if base is None and inputs.budget is not None:
+                used = await self._used_before(inputs.budget, fields)
+                if inputs.budget.reached(used):
+                    raise BudgetError(
+                        f"Budget reached: run config {run_config_name(fields, self.settings)!r} "
+                        f"{inputs.budget.describe(used)}; the run did not start"
+                    )
             outcome = await run_inference(
                 inputs,
                 self.settings,
@@ -552,9 +565,12 @@ class Lifecycle:
 
     async def _run_plan(self, plan: BatchPlan, request: Request) -> dict[str, Any]:
         from function.batch import BatchRun
+        from function.batchfields import passed_on
 
         # A bad shared field: nothing runs, nothing is written.
         base = merge_inputs(plan.shared, self.settings, paths=self.paths)
+        budget = parse_budget(base.get("budget"))
+        used = await self._used_before(budget, plan.shared)
         plan.output.prepare()  # a bad output fails here, before any work
         items = await plan.open_items()
         from function.limiter import AdaptiveLimiter
@@ -570,14 +586,15 @@ class Lifecycle:
                 # With a budget, items start only as slots free up: what stops at the budget
                 # is then what has not started.
                 window=plan.window
-                if plan.options.budget is None
+                if budget is None
                 else min(plan.window, plan.options.concurrency),
                 progress=plan.progress,
                 leave_rest=plan.leave_rest,
                 shared=plan.shared,
                 # No more work is coming: a refused probe now would only delay the last items.
                 on_read_all=limiter.stop_probing,
-                budget=plan.options.budget,
+                budget=budget,
+                used=used,
             )
             if plan.on_start:
                 plan.on_start(engine)
@@ -593,24 +610,35 @@ class Lifecycle:
             "compute_time_s": round(result.compute_time_s, 4),
         }
         summary.update({k: v for k, v in usage.items() if v})
-        if len(result.compute_types) == 1:
-            summary["compute_type"] = next(iter(result.compute_types))
+        if len(result.compute_by_type) == 1:
+            summary["compute_type"] = next(iter(result.compute_by_type))
+        elif result.compute_by_type:  # priced per hardware (`usage`)
+            summary["compute_time_s_by_type"] = {
+                kind: round(seconds, 4) for kind, seconds in sorted(result.compute_by_type.items())
+            }
         if result.cache_hits:
             summary["cache_hits"] = result.cache_hits
         if len(result.places) == 1:  # where the items ran, when they all ran in one place
             (summary["where"], summary["provider"]), *_ = result.places
-        budget = result.stopped == "budget"
-        if budget:  # what is left waits for a run with a budget of its own: never queued
+        # The work that follows (continuation, rest) keeps the batch's fields, and of a
+        # per-run budget what this run left.
+        follow = {**plan.shared, **passed_on(plan.options)}
+        if budget is not None:
+            spent = Used(result.characters, result.prompt_tokens + result.completion_tokens)
+            follow["budget"] = budget.after(spent).model_dump(exclude_none=True)
+        stopped_by_budget = result.stopped == "budget"
+        if stopped_by_budget:  # what is left waits for a run with budget left: never queued
             summary["stopped"] = "budget"
-            summary["budget"] = plan.options.budget.model_dump(exclude_none=True)  # type: ignore[union-attr]
+            summary["budget"] = budget.model_dump(exclude_none=True)  # type: ignore[union-attr]
+            summary["budget"]["used"] = (used + spent)._asdict()
         if result.continued:
             summary["continuation"] = getattr(plan.continuation, "uri", None)
-            if self.settings.run_queue_url and summary["continuation"] and not budget:
+            if self.settings.run_queue_url and summary["continuation"] and not stopped_by_budget:
                 summary["continuation_queued"] = await self._queue_continuation(
-                    plan.shared, plan.options, summary["continuation"]
+                    follow, summary["continuation"]
                 )
         if engine.rest is not None:
-            summary["rest"] = await self._queue_rest(plan, engine.rest, summary)
+            summary["rest"] = await self._queue_rest(plan, follow, engine.rest, summary)
         if plan.output_name is None:
             summary["results"] = plan.output.values  # type: ignore[union-attr]
         record = self.run_meta.batch_record(
@@ -626,25 +654,32 @@ class Lifecycle:
         log.info("Batch finished", extra={k: v for k, v in summary.items() if k != "results"})
         return summary
 
+    async def _used_before(self, budget: Budget | None, shared: Mapping[str, Any]) -> Used:
+        """What a daily budget has already counted today: its run config's total."""
+        if budget is None or budget.per != "day":
+            return Used()
+        day = self.run_meta.started_at.astimezone(UTC).date().isoformat()
+        try:
+            return await used_today(
+                self.settings, run_config_name(shared, self.settings), day, self.work
+            )
+        except Exception as exc:  # unknown use is not a budget left: try again later
+            raise StorageError(
+                f"budget: could not read today's usage total ({type(exc).__name__})"
+            ) from None
+
     async def _queue_rest(
-        self, plan: BatchPlan, rest: Resume, summary: dict[str, Any]
+        self, plan: BatchPlan, follow: dict[str, Any], rest: Resume, summary: dict[str, Any]
     ) -> dict[str, Any]:
         """The unread rest of a file input: a part of its own, on the queue (in AWS), or in
         the reply as the event that resumes it."""
-        from function.batchfields import WORKER_OPTIONS
         from function.fanout import send_messages
         from function.storage import next_output_uri
 
         stem = next_output_uri(plan.output_name or summary["continuation"]).removesuffix(".jsonl")
         end = _part_end(plan.options)
-        passed_on = {
-            n: getattr(plan.options, n)
-            for n in WORKER_OPTIONS
-            if n in plan.options.model_fields_set
-        }
         resume = {
-            **plan.shared,
-            **passed_on,
+            **follow,
             "input_uri": plan.input_uri,
             "output_uri": f"{stem}.rest.jsonl",
             "part": {
@@ -662,20 +697,14 @@ class Lifecycle:
             )
         return {**said, "queued": resume["output_uri"]}
 
-    async def _queue_continuation(
-        self, shared: dict[str, Any], options: BatchFields, continuation: str
-    ) -> str:
+    async def _queue_continuation(self, follow: dict[str, Any], continuation: str) -> str:
         """In AWS the continuation goes back on the queue as a batch of its own, its records
         beside the output (`X.c1.jsonl`, `X.c2.jsonl`, ...). Returns where they will be."""
-        from function.batchfields import WORKER_OPTIONS
         from function.fanout import send_messages
         from function.storage import next_output_uri
 
         output = next_output_uri(continuation.removesuffix(".continuation.jsonl") + ".jsonl")
-        passed_on = {
-            n: getattr(options, n) for n in WORKER_OPTIONS if n in options.model_fields_set
-        }
-        body = {**shared, **passed_on, "input_uri": continuation, "output_uri": output}
+        body = {**follow, "input_uri": continuation, "output_uri": output}
         await send_messages(
             [{"Id": "0", "MessageBody": json.dumps(body)}], self.settings, self.deadline
         )

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from urllib.parse import urlsplit
 
 from function import jsontext
 from function.aws import aws_client
+from function.budget import Used, spent_per_day, total_name, used_by
 from function.client import Deadline
 from function.envelope import Outcome
 from function.errors import StorageError
@@ -136,6 +139,12 @@ class Sink(Protocol):
     def run(self, run_id: str) -> list[dict[str, Any]]:
         """One run's records (empty if there is no such run)."""
 
+    def day_total(self, day: str, name: str) -> Used:
+        """What run config `name` used on `day` (`function.budget`)."""
+
+    def add_to_day(self, day: str, name: str, used: Used) -> None:
+        """Add to that total, safely when runs overlap."""
+
 
 class LocalSink:
     """`<dir>/YYYY-MM-DD.jsonl`, a line per record, appended."""
@@ -163,6 +172,26 @@ class LocalSink:
         day = run_date(run_id)
         paths = [self.directory / f"{day}.jsonl"] if day else self.directory.glob("*.jsonl")
         return [r for p in paths if p.is_file() for r in _read_lines(p) if r["run_id"] == run_id]
+
+    def _total(self, day: str, name: str) -> Path:
+        return self.directory / "usage" / day / f"{name}.json"
+
+    def day_total(self, day: str, name: str) -> Used:
+        path = self._total(day, name)
+        return _as_used(path.read_bytes(), str(path)) if path.is_file() else Used()
+
+    def add_to_day(self, day: str, name: str, used: Used) -> None:
+        import fcntl
+
+        path = self._total(day, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{path}.lock", "w") as lock:  # runs in other processes wait here
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            before = path.read_bytes() if path.is_file() else None
+            text = _total_text(before, used, str(path))
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(text, encoding="utf-8")
+            temporary.replace(path)  # whole or not at all, for readers without the lock
 
 
 class S3Sink:
@@ -210,6 +239,73 @@ class S3Sink:
     def _read(self, key: str) -> list[dict[str, Any]]:
         body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode("utf-8")
         return list(_records(body.splitlines(), key))
+
+    def _total(self, day: str, name: str) -> str:
+        return f"{self.prefix}usage/{day}/{name}.json"
+
+    def day_total(self, day: str, name: str) -> Used:
+        key = self._total(day, name)
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self.s3.exceptions.NoSuchKey:
+            return Used()
+        return _as_used(body, key)
+
+    def add_to_day(self, day: str, name: str, used: Used) -> None:
+        """Read, add, write back only if nobody wrote meanwhile (If-Match on the ETag read,
+        If-None-Match for a new total); else read again, a few times."""
+        from botocore.exceptions import ClientError
+
+        key = self._total(day, name)
+        for attempt in range(TOTAL_TRIES):
+            try:
+                got = self.s3.get_object(Bucket=self.bucket, Key=key)
+                before, condition = got["Body"].read(), {"IfMatch": got["ETag"]}
+            except self.s3.exceptions.NoSuchKey:
+                before, condition = None, {"IfNoneMatch": "*"}
+            try:
+                self.s3.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=_total_text(before, used, key).encode(),
+                    ContentType="application/json",
+                    **condition,
+                )
+                return
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code not in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                    raise
+            time.sleep(random.uniform(0, 0.05 * 2**attempt))  # another run wrote first
+        raise StorageError(f"the usage total {key} changed under every one of {TOTAL_TRIES} tries")
+
+
+TOTAL_TRIES = 8
+
+
+def _as_used(data: bytes | None, where: str) -> Used:
+    return _parse_total(data, where)[0]
+
+
+def _parse_total(data: bytes | None, where: str) -> tuple[Used, int]:
+    """A usage total's (characters, tokens) and runs; a damaged one counts from zero."""
+    try:
+        total = jsontext.parse(data) if data else {}
+    except ValueError:
+        total = None
+    if not isinstance(total, dict):
+        log.warning("The usage total %s is damaged: counted from zero", where)
+        return Used(), 0
+    used = used_by({"characters": total.get("characters"), "prompt_tokens": total.get("tokens")})
+    return used, used_by({"characters": total.get("runs")}).characters
+
+
+def _total_text(before: bytes | None, used: Used, where: str) -> str:
+    was, runs = _parse_total(before, where)
+    total = was + used
+    return jsontext.dumps(
+        {"characters": total.characters, "tokens": total.tokens, "runs": runs + 1}
+    )
 
 
 def open_sink(uri: str, timeout_s: float = 10.0) -> Sink:
@@ -291,3 +387,36 @@ async def store(
             f"RESULTS_URI {settings.results_uri}: could not store ({reason})"
         ) from None
     log.info("Stored the run's records", extra={"location": where, "records": len(records)})
+    spent = spent_per_day(records)
+    if spent:
+        try:
+            await bounded(lambda: _add_to_days(settings, spent), deadline)
+        except TimeoutError:
+            log.error("No time left to add to the usage totals: a daily budget undercounts")
+
+
+def _add_to_days(settings: Settings, spent: dict[tuple[str, str], Used]) -> None:
+    sink = open_sink(settings.results_uri, settings.aws_timeout_s)
+    for (day, name), used in spent.items():
+        try:
+            sink.add_to_day(day, name, used)
+        except Exception as exc:  # the records are stored: they still count in `usage`
+            log.error(
+                "Could not add to the usage total of %s on %s (%s): a daily budget undercounts",
+                name,
+                day,
+                getattr(exc, "message", None) or type(exc).__name__,
+            )
+
+
+async def used_today(
+    settings: Settings, run_config: str | None, day: str, deadline: Deadline
+) -> Used:
+    """What a run config used on `day` so far, from its total (a daily budget)."""
+    name = total_name(run_config)
+    if name is None:
+        return Used()
+    return await bounded(
+        lambda: open_sink(settings.results_uri, settings.aws_timeout_s).day_total(day, name),
+        deadline,
+    )

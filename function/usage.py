@@ -78,19 +78,31 @@ def price_table(overrides: dict[str, dict[str, float]]) -> dict[str, Any]:
 def cost(record: dict[str, Any], prices: dict[str, Any]) -> float:
     """The estimated dollars of one record (see the module)."""
     where = str(record.get("where") or "")
-    hardware = str(record.get("compute_type") or "cpu").lower()
-    if where == "local" or hardware == "local" or where.startswith("endpoint:"):
+    if where == "local" or where.startswith("endpoint:") or record.get("compute_type") == "local":
         return 0.0
     tokens = prices["tokens_per_million"]
     spent = (
         _int(record.get("prompt_tokens")) * tokens["input"]
         + _int(record.get("completion_tokens")) * tokens["output"]
     ) / 1e6
+    if where.startswith("router"):  # tokens only
+        return spent
+    # hf-inference (and batches that ran in more than one place, which say no `where`):
+    # compute seconds at the price of their hardware, per hardware when a batch used several.
+    summary = record.get("summary") if record.get("kind") == "batch" else None
+    by_type = summary.get("compute_time_s_by_type") if isinstance(summary, dict) else None
+    if not isinstance(by_type, dict):
+        by_type = {record.get("compute_type"): record.get("compute_time_s")}
+    return spent + sum(_number(s) * _hourly(kind, prices) / 3600 for kind, s in by_type.items())
+
+
+def _hourly(hardware: Any, prices: dict[str, Any]) -> float:
+    """The price of an hour of compute on this hardware (x-compute-type; CPU if unsaid)."""
+    kind = str(hardware or "cpu").lower()
+    if kind == "local":
+        return 0.0
     per_hour = prices["compute_per_hour"]
-    rate = per_hour.get(hardware, per_hour["gpu"] if "gpu" in hardware else per_hour["cpu"])
-    if not where.startswith("router"):  # hf-inference (and batches, which say no `where`)
-        spent += _number(record.get("compute_time_s")) * rate / 3600
-    return spent
+    return float(per_hour.get(kind, per_hour["gpu"] if "gpu" in kind else per_hour["cpu"]))
 
 
 def usage(

@@ -1,13 +1,22 @@
-"""`budget` (per run): a batch starts no new item once its items have used that much; the
-items not started go to the continuation, never lost, and the summary says why."""
+"""`budget`: a batch starts no new item once it has used that much (per run, or with what
+its run config used today); the items not started go to the continuation, never lost, and
+the summary says why. The per-day totals stay exact when runs overlap."""
 
 from __future__ import annotations
 
 import json
+import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
+from function.budget import Budget, Used
+from function.runs import LocalSink, S3Sink
+from tests.aws import client
 from tests.conftest import invoke
 from tests.fakehf import Reply
 from tests.test_providers import LLAMA, chat_answer
@@ -31,8 +40,10 @@ def test_a_batch_stops_starting_items_at_its_character_budget(env, hf, tmp_path,
             "budget": {"characters": 30},
         }
     ).reply
-    assert summary["stopped"] == "budget" and summary["budget"] == {"characters": 30, "per": "run"}
     done = [json.loads(x)["id"] for x in output.read_text().splitlines()]
+    used = {"characters": 10 * len(done), "tokens": 0}
+    assert summary["stopped"] == "budget"
+    assert summary["budget"] == {"characters": 30, "per": "run", "used": used}
     rest = Path(summary["continuation"]).read_text().splitlines()
     continued = [json.loads(x)["id"] for x in rest]
     assert sorted(done + continued) == list(range(20))  # none lost, none twice
@@ -71,3 +82,124 @@ def test_a_bad_budget_names_the_field(env, hf, budget, message):
     reply = invoke({"model": MNLI, "items": ["a"], "budget": budget}).reply
     assert message in reply["error"], reply["error"]
     assert hf.requests == []
+
+
+CHARGED = {"x-compute-characters": "10"}
+TODAY = datetime.now(UTC).date().isoformat()
+
+
+def daily_config(env, tmp_path, budget):
+    configs = tmp_path / "configs"
+    configs.mkdir(exist_ok=True)
+    config = {"model": MNLI, "candidate_labels": "billing, shipping", "budget": budget}
+    (configs / "tickets.json").write_text(json.dumps(config))
+    env.setenv("RUN_CONFIG_DIR", str(configs))
+
+
+def test_a_daily_budget_counts_what_the_run_config_used_today(env, hf, tmp_path):
+    daily_config(env, tmp_path, {"characters": 50, "per": "day"})
+    hf.on(f"/models/{MNLI}", Reply(200, LABELS, CHARGED))
+    batch = {"run_config": "tickets", "concurrency": 1}
+    first = invoke({**batch, "items": [f"a{i}" for i in range(3)]}).reply
+    assert first["succeeded"] == 3 and "stopped" not in first  # 30 of 50
+    second = invoke({**batch, "items": [f"b{i}" for i in range(5)]}).reply
+    assert (second["succeeded"], second["continued"], second["stopped"]) == (2, 3, "budget")
+    assert second["budget"]["used"] == {"characters": 50, "tokens": 0}
+    third = invoke({**batch, "items": ["c0", "c1"]}).reply  # used up: nothing starts
+    assert (third["succeeded"], third["continued"]) == (0, 2)
+    single = invoke({"run_config": "tickets", "text": "one more"}).reply
+    assert not single["success"] and single["error"].startswith("Budget reached: run config")
+    assert "50 of 50 characters today" in single["error"]
+    assert len(hf.seen(f"/models/{MNLI}")) == 5
+    # The day's total is the records' sum, kept beside them; an event may lift the budget.
+    total = json.loads((tmp_path / "runs" / "usage" / TODAY / "tickets.json").read_text())
+    assert (total["characters"], total["runs"]) == (50, 2)
+    assert invoke({"run_config": "tickets", "text": "x", "budget": None}).reply["success"]
+
+
+def test_a_batch_item_cannot_bring_its_own_budget(env, hf, tmp_path):
+    hf.on(f"/models/{MNLI}", Reply(200, LABELS))
+    items = [{"text": "a"}, {"text": "b", "budget": {"characters": 1}}]
+    reply = invoke({"model": MNLI, "candidate_labels": "x, y", "items": items}).reply
+    assert reply["succeeded"] == 1 and reply["failed"] == 1
+    assert reply["results"][1]["error"].startswith("Invalid input: budget: a batch has one")
+
+
+def test_a_continuation_queued_at_the_deadline_keeps_what_is_left_of_the_budget(aws, env, hf):
+    hf.on(f"/models/{MNLI}", Reply(200, LABELS, {**CHARGED}, delay=0.3))
+    sqs = client("sqs")
+    queue = sqs.create_queue(QueueName=f"budget-{datetime.now(UTC):%H%M%S%f}")["QueueUrl"]
+    env.setenv("RUN_QUEUE_URL", queue)
+    client("s3").create_bucket(Bucket="budgetbucket")
+    batch = {
+        "model": MNLI,
+        "candidate_labels": "billing, shipping",
+        "items": [f"t{i}" for i in range(80)],
+        "output_uri": "s3://budgetbucket/out.jsonl",
+        "concurrency": 4,
+        "budget": {"characters": 5000, "tokens": 9},
+    }
+    first = invoke(batch, remaining_ms=4_000).reply
+    assert first["continued"] > 0 and "stopped" in first and first["stopped"] != "budget"
+    (message,) = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    queued = json.loads(message["Body"])
+    left = {"characters": 5000 - first["characters"], "tokens": 9, "per": "run"}
+    assert queued["budget"] == left and queued["concurrency"] == 4
+    assert queued["input_uri"] == first["continuation"]
+
+
+def test_budget_after_keeps_a_daily_budget_and_lessens_a_run_budget():
+    run = Budget(characters=100, tokens=10)
+    assert run.after(Used(40, 3)) == Budget(characters=60, tokens=7)
+    day = Budget(characters=100, per="day")
+    assert day.after(Used(40, 3)) is day
+
+
+AMOUNTS = st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), min_size=1, max_size=12)
+
+
+@examples(max_examples=15, deadline=None)
+@given(AMOUNTS)
+def test_overlapping_runs_add_to_a_local_total_exactly(tmp_path_factory, amounts):
+    sink = LocalSink(tmp_path_factory.mktemp("runs"))
+    add_at_once(sink, amounts)
+    assert sink.day_total(TODAY, "cfg") == (sum(a for a, _ in amounts), sum(b for _, b in amounts))
+
+
+def test_overlapping_runs_add_to_an_s3_total_exactly(aws):
+    client("s3").create_bucket(Bucket="totals")
+    amounts = [(i, 2 * i) for i in range(1, 13)]
+    add_at_once(S3Sink("totals", "runs/"), amounts)
+    total = S3Sink("totals", "runs/").day_total(TODAY, "cfg")
+    assert total == (sum(range(1, 13)), 2 * sum(range(1, 13)))
+    body = client("s3").get_object(Bucket="totals", Key=f"runs/usage/{TODAY}/cfg.json")["Body"]
+    assert json.loads(body.read())["runs"] == 12
+
+
+def add_at_once(sink, amounts):
+    start = threading.Barrier(len(amounts))
+    failures = []
+
+    def add(used):
+        start.wait()
+        try:
+            sink.add_to_day(TODAY, "cfg", Used(*used))
+        except Exception as exc:  # pragma: no cover - the assertion below reports it
+            failures.append(exc)
+
+    threads = [threading.Thread(target=add, args=(a,)) for a in amounts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_a_damaged_total_counts_from_zero(tmp_path):
+    sink = LocalSink(tmp_path)
+    path = tmp_path / "usage" / TODAY / "cfg.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    assert sink.day_total(TODAY, "cfg") == (0, 0)
+    sink.add_to_day(TODAY, "cfg", Used(5, 1))
+    assert sink.day_total(TODAY, "cfg") == (5, 1)

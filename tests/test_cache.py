@@ -104,3 +104,47 @@ def test_a_bad_lifetime_names_the_field(env, hf, value):
     reply = invoke({**RUN, "cache": value}).reply
     assert reply["error"].startswith("Invalid input: cache:"), reply["error"]
     assert hf.requests == []
+
+
+def test_an_answer_the_task_cannot_read_is_not_kept(env, hf):
+    hf.on(PATH, Reply(200, {"unexpected": "shape"}), Reply(200, LABELS))
+    assert "does not have the shape" in invoke({**RUN, "cache": "1h"}).reply["error"]
+    assert invoke({**RUN, "cache": "1h"}).reply["success"]
+    assert invoke({**RUN, "cache": "1h"}).reply["success"]
+    assert len(hf.seen(PATH)) == 2  # the unreadable 200 was sent again, the good one kept
+
+
+def test_a_shorter_lifetime_does_not_take_an_older_answer(env, hf):
+    hf.on(PATH, Reply(200, LABELS))
+    invoke({**RUN, "cache": "7d"})
+    time.sleep(1.1)
+    invoke({**RUN, "cache": "1s"})  # stored 1.1 s ago: too old for this reader
+    assert len(hf.seen(PATH)) == 2
+    invoke({**RUN, "cache": "7d"})
+    assert len(hf.seen(PATH)) == 2
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        '{"stored_at": 1e400, "body": []}',  # a moment that never comes
+        '{"stored_at": NaN, "body": []}',
+        '{"stored_at": %(now)s, "body": [{"label": "x", "score": NaN}]}',
+        '{"stored_at": %(now)s, "body": {"another": "shape"}}',
+        '{"stored_at": %(now)s}',
+        '{"stored_at": %(future)s, "body": %(labels)s}',
+        '{"stored_at": true, "body": %(labels)s}',
+        "[1, 2]",
+        '"text"',
+    ],
+)
+def test_an_entry_that_is_not_a_fresh_answer_is_a_miss(env, hf, tmp_path, entry):
+    hf.on(PATH, Reply(200, LABELS))
+    first = invoke({**RUN, "cache": "1h"}).reply
+    (kept,) = (tmp_path / "runs" / "cache").rglob("*.json")
+    now = time.time()
+    kept.write_text(entry % {"now": now, "future": now + 3600, "labels": json.dumps(LABELS)})
+    reply = invoke({**RUN, "cache": "1h"}).reply
+    assert reply["success"] and reply == first
+    assert len(hf.seen(PATH)) == 2
+    assert json.loads(kept.read_text())["body"] == LABELS  # the miss stored a good one

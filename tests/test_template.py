@@ -183,7 +183,9 @@ def test_the_template_says_what_the_issue_asks():
         "WriteRunRecords",
         "ReadAndWriteBatchFiles",
         "ReadUploads",
-        "ListUploads",
+        "ListTheBucket",
+        "ReadRunRecords",
+        "WriteTheReport",
         "ReadAndWriteCachedAnswers",
         "QueueFanOutParts",
     }
@@ -191,8 +193,15 @@ def test_the_template_says_what_the_issue_asks():
     # takes uploads/ only, so nothing the job writes (runs/, batches/) starts a run.
     assert statements["ReadUploads"]["Action"] == "s3:GetObject"
     assert statements["ReadUploads"]["Resource"] == {"Fn::Sub": "${ResultsBucket.Arn}/uploads/*"}
-    listing = statements["ListUploads"]
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": "uploads/*"}}
+    # Listing: without it S3 answers a missing key 403, and a miss would look like a denial.
+    assert statements["ListTheBucket"]["Resource"] == {"Fn::GetAtt": ["ResultsBucket", "Arn"]}
+    assert statements["ReadRunRecords"]["Resource"] == {"Fn::Sub": "${ResultsBucket.Arn}/runs/*"}
+    assert statements["WriteTheReport"] == {
+        "Sid": "WriteTheReport",
+        "Effect": "Allow",
+        "Action": "s3:PutObject",
+        "Resource": {"Fn::Sub": "${ResultsBucket.Arn}/report/*"},
+    }
     rule = resources["UploadsRule"]["Properties"]
     assert rule["EventPattern"]["detail"]["object"]["key"] == [{"prefix": "uploads/"}]
     assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": ["RunQueue", "Arn"]}

@@ -103,6 +103,23 @@ def test_usage_by_day_with_since_and_until_and_a_price_of_your_own(tmp_path):
     assert lines[-1].split()[0] == "total" and "$12.000000" in lines[-1]
 
 
+def test_a_batch_on_a_cpu_and_a_gpu_is_priced_per_hardware(env, hf, tmp_path):
+    gpu = {"x-compute-time": "2", "x-compute-type": "gpu"}
+    hf.on(f"/models/{MNLI}", Reply(200, LABELS, CHARGED), Reply(200, LABELS, gpu))
+    items = [{"text": f"ticket {i}"} for i in range(3)]
+    batch = {"model": MNLI, "candidate_labels": "billing, shipping", "items": items}
+    assert invoke({**batch, "cache": "1h"}).reply["succeeded"] == 3
+    again = invoke({**batch, "cache": "1h"}).reply  # all three from the cache: no hardware
+    assert again["cache_hits"] == 3 and "compute_time_s_by_type" not in again
+    first = records_in(tmp_path / "runs")[0]
+    assert first["summary"]["compute_time_s_by_type"] == {"cpu": 0.5, "gpu": 4.0}
+    done = run_cli("usage", "--json", env={"RESULTS_URI": str(tmp_path / "runs")})
+    rates = DEFAULT_PRICES["compute_per_hour"]
+    total = json.loads(done.stdout)["total"]
+    assert total["cost_usd"] == pytest.approx((0.5 * rates["cpu"] + 4 * rates["gpu"]) / 3600)
+    assert (total["items"], total["cache_hits"], total["compute_s"]) == (6, 3, 4.5)
+
+
 def test_local_and_endpoint_runs_cost_nothing():
     prices = price_table({})
     base = {"compute_time_s": 100.0, "prompt_tokens": 10**6}

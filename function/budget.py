@@ -1,0 +1,117 @@
+"""`budget: {"characters": N, "tokens": N, "per": "run" | "day"}`, in a run config or an
+event: a run starts no new item once it has used that much (characters billed, or input +
+output tokens). What it did not start goes to the continuation, never queued on its own.
+
+`per: "run"` counts what this run used. `per: "day"` adds what its run config already used
+today (UTC), read from one small total per run config and day that every run adds to as it
+stores its records (`function.runs`): `<RESULTS_URI>/usage/YYYY-MM-DD/<run config>.json`,
+`{"characters", "tokens", "runs"}`. Runs that overlap add to it safely: in a folder under a
+lock, on S3 by compare-and-swap (If-Match / If-None-Match, tried again when another run
+wrote first). No record is read to check a budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Used(NamedTuple):
+    characters: int = 0
+    tokens: int = 0
+
+    def __add__(self, other: Any) -> Used:  # type: ignore[override]
+        return Used(self.characters + other.characters, self.tokens + other.tokens)
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    characters: int | None = Field(default=None, ge=1)
+    tokens: int | None = Field(default=None, ge=1)
+    per: Literal["run", "day"] = "run"
+
+    @model_validator(mode="after")
+    def _limits_something(self) -> Budget:
+        if self.characters is None and self.tokens is None:
+            raise ValueError("expected characters or tokens (or both), each a whole number")
+        return self
+
+    def reached(self, used: Used) -> bool:
+        return (self.characters is not None and used.characters >= self.characters) or (
+            self.tokens is not None and used.tokens >= self.tokens
+        )
+
+    def after(self, used: Used) -> Budget:
+        """The budget of the run that continues this one: per day, the same (the day's total
+        counts this run); per run, what this run left of it."""
+        if self.per == "day":
+            return self
+        return self.model_copy(
+            update={
+                "characters": None
+                if self.characters is None
+                else max(1, self.characters - used.characters),
+                "tokens": None if self.tokens is None else max(1, self.tokens - used.tokens),
+            }
+        )
+
+    def describe(self, used: Used) -> str:
+        parts = [
+            f"{getattr(used, name):,} of {limit:,} {name}"
+            for name, limit in (("characters", self.characters), ("tokens", self.tokens))
+            if limit is not None
+        ]
+        when = "today" if self.per == "day" else "in this run"
+        return f"used {' and '.join(parts)} {when} (budget per {self.per})"
+
+
+def parse_budget(value: Any) -> Budget | None:
+    """A batch's `budget` (from its event and run config), or an error naming the field."""
+    if value is None:
+        return None
+    from pydantic import ValidationError
+
+    from function.errors import InputError
+    from function.inputs import describe_validation_error
+
+    try:
+        return _Field.model_validate({"budget": value}).budget
+    except ValidationError as exc:
+        raise InputError("Invalid input: " + describe_validation_error(exc)) from None
+
+
+class _Field(BaseModel):
+    budget: Budget
+
+
+def used_by(record: dict[str, Any]) -> Used:
+    """What a run record (a single run's, or a batch's sums) used."""
+
+    def whole(name: str) -> int:
+        value = record.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    return Used(whole("characters"), whole("prompt_tokens") + whole("completion_tokens"))
+
+
+def spent_per_day(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], Used]:
+    """(day, run config) -> what the records used, for the per-day totals."""
+    spent: dict[tuple[str, str], Used] = {}
+    for record in records:
+        name = total_name(record.get("run_config"))
+        used = used_by(record)
+        day = str(record.get("started_at") or "")[:10]
+        if name and len(day) == 10 and used != (0, 0):
+            spent[(day, name)] = spent.get((day, name), Used()) + used
+    return spent
+
+
+def total_name(run_config: Any) -> str | None:
+    """The run config's name as it names its total (a path run config: its file's stem)."""
+    if not isinstance(run_config, str):
+        return None
+    name = run_config.rstrip("/").rsplit("/", 1)[-1].removesuffix(".json")
+    return name if name and all(c.isalnum() or c in "-_." for c in name) else None
