@@ -77,7 +77,7 @@ clean:
 # the code, the run configs, and the runtime dependencies for arm64 / Python 3.12 — without
 # boto3, which the Lambda runtime ships. Keep LAMBDA_DEPS in step with pyproject's
 # dependencies (a test checks it).
-LAMBDA_DEPS := httpx pydantic-settings aws-lambda-powertools httpx-aiohttp orjson
+LAMBDA_DEPS := httpx pydantic-settings aws-lambda-powertools httpx-aiohttp orjson pygal
 LAMBDA_PIP  := --platform manylinux2014_aarch64 --implementation cp --python-version 3.12 \
                --only-binary=:all:
 

@@ -218,6 +218,43 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     spent.add_argument("--json", action="store_true", help="JSON: the groups, the total, prices")
     spent.add_argument("--results", metavar="URI", help="the sink (default: $RESULTS_URI, runs/)")
+    page = commands.add_parser(
+        "report",
+        parents=[verbose],
+        help="write an HTML page of what the runs found and cost",
+        description=(
+            "Write one self-contained HTML page (it opens offline) from the run records in "
+            "RESULTS_URI: runs over time, failures by kind, latency per model, characters "
+            "and tokens per day, cache hits, labels found per classification run config, "
+            "and the last failures. --presign prints a time-limited link to the page on S3."
+        ),
+    )
+    page.add_argument(
+        "--since",
+        metavar="DATE",
+        type=date.fromisoformat,
+        help="from this day (YYYY-MM-DD, UTC; default: REPORT_DAYS days back, 14)",
+    )
+    page.add_argument(
+        "--out",
+        metavar="PATH",
+        help="a file or s3://bucket/key (default: report.html; REPORT_URI when set)",
+    )
+    page.add_argument(
+        "--presign",
+        action="store_true",
+        help="print a link to the page on S3 that works for --expires seconds: the page "
+        "--out writes, else the one at REPORT_URI (which scheduled runs rewrite; then "
+        "nothing is written)",
+    )
+    page.add_argument(
+        "--expires",
+        metavar="SECONDS",
+        type=_positive_int,
+        default=3600,
+        help="how long a --presign link works (default 3600, at most 604800: 7 days)",
+    )
+    page.add_argument("--results", metavar="URI", help="the sink (default: $RESULTS_URI, runs/)")
     show = commands.add_parser(
         "show",
         parents=[verbose],
@@ -436,6 +473,8 @@ def _main(argv: list[str] | None) -> int:
         return _history(args)
     if args.command == "usage":
         return _usage(args)
+    if args.command == "report":
+        return _report(args, parser)
     if args.command == "show":
         return _show(args)
     if args.command == "fetch-models":
@@ -817,6 +856,27 @@ def _usage(args: argparse.Namespace) -> int:
         print(
             "Costs are estimates from the price table (HF_PRICES; see the README).", file=sys.stderr
         )
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from function.report import presign, write_report
+    from function.settings import load_settings
+
+    settings = load_settings()
+    if args.expires > 604_800:
+        parser.error("--expires: at most 604800 seconds (7 days), S3's limit for a link")
+    target = args.out or settings.report_uri or "report.html"
+    if args.presign and not target.startswith("s3://"):
+        parser.error(
+            f"--presign needs the page on S3: --out s3://bucket/key or REPORT_URI (not {target})"
+        )
+    if args.out is not None or not args.presign:
+        sink = _sink(args.results)
+        written = write_report(sink, settings, target, args.since)
+        print(f"Wrote {written}", file=sys.stderr)
+    if args.presign:
+        print(presign(target, settings, args.expires))
     return EXIT_OK
 
 

@@ -308,8 +308,8 @@ class Lifecycle:
             model = requested_model(merged)
             if base is not None and "budget" in fields:
                 raise InputError(
-                    "Invalid input: budget: a batch has one budget, in the event or its run config; "
-                    "an item cannot have its own"
+                    "Invalid input: budget: a batch has one budget, in the event or its run "
+                    "config; an item cannot have its own"
                 )
             inputs = validate_inputs(merged)
             if base is None and inputs.budget is not None:

@@ -185,6 +185,10 @@ class Settings(BaseSettings):
     # `usage`'s price table over its defaults (function.usage), e.g.
     # {"tokens_per_million": {"input": 0.2, "output": 0.6}}.
     prices: dict[str, dict[str, float]] = Field(default_factory=dict, validation_alias="HF_PRICES")
+    # The report page (function.report): each scheduled run rewrites it when this is set, a
+    # file or s3://bucket/report/index.html; it covers the last REPORT_DAYS days.
+    report_uri: str = Field(default="", validation_alias="REPORT_URI")
+    report_days: int = Field(default=14, ge=1, le=366, validation_alias="REPORT_DAYS")
     # S3 uploads that start runs (function.uploads): {"uploads/images/": "classify-images"},
     # a prefix (or bucket/prefix) to the run config that runs its objects.
     s3_triggers: dict[str, str] = Field(default_factory=dict, validation_alias="S3_TRIGGERS")
@@ -260,6 +264,7 @@ class Settings(BaseSettings):
         if not self.cache_uri:
             object.__setattr__(self, "cache_uri", self.results_uri.rstrip("/") + "/cache")
         object.__setattr__(self, "cache_uri", s3_spelling(self.cache_uri))
+        object.__setattr__(self, "report_uri", s3_spelling(self.report_uri))
         return self
 
     @property

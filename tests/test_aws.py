@@ -137,8 +137,11 @@ def bucket(aws, env):
 
 
 def stored(bucket: str) -> dict[str, list[dict]]:
+    """The run records in the bucket (not the per-day usage totals beside them)."""
     s3 = client("s3")
-    objects = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    objects = [
+        o for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []) if "/dt=" in o["Key"]
+    ]
     return {
         o["Key"]: [
             json.loads(line)
@@ -158,6 +161,8 @@ def test_each_invocation_is_stored_under_a_date_partition(bucket, hf):
     assert record["envelope"] == json.loads(envelope["body"])
     assert record["trigger"] == "http" and record["request_id"] == "test-request-id"
     assert record["run_config"] == "default" and record["attempts"] == 1
+    total = client("s3").get_object(Bucket=bucket, Key=f"hf-run-job/usage/{today}/default.json")
+    assert json.loads(total["Body"].read())["characters"] == (record["characters"] or 0)
     assert record["characters"] == 42 and record["compute_time_s"] == 0.05
     assert key == f"hf-run-job/dt={today}/{record['run_id']}.jsonl"
 
