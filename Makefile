@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: run run-local test fuzz lint bench clean template-image
+.PHONY: run run-local test fuzz lint bench clean template-image chromium
 
 # One make at a time builds the virtualenv (flock, from util-linux; without it, no lock): a
 # second `make run` started meanwhile waits for it, then finds it ready, instead of racing it
@@ -40,9 +40,18 @@ run-local: $(STAMP)
 	$(BIN)/python -m tests.localmodels "$(DEMO_CACHE)" >/dev/null
 	HF_HUB_CACHE="$(DEMO_CACHE)" HF_HUB_OFFLINE=1 $(BIN)/hf-run-job run --config local-demo $(ARGS)
 
+# The report page's test loads it in a real browser: Debian's chromium, installed where it
+# is missing (as root, else through sudo).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    echo "Installing chromium (apt-get) for the report page's browser test"; \
+	    $$SUDO apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; }
+
 ## make test: lint, then the whole test suite, a worker per core (a test file per worker at a
 ## time; the container image test, minutes of pip, goes first)
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q -n auto --dist loadfile $(PYTEST_ARGS)

@@ -29,6 +29,8 @@ def aws_client(service: str, timeout_s: float = 10.0) -> Any:
             connect_timeout=timeout_s,
             read_timeout=timeout_s,
             retries={"max_attempts": 3, "mode": "standard"},
+            # S3 links (`report --presign`) signed as AWS signs requests now (SigV4).
+            signature_version="s3v4" if service == "s3" else None,
         )
         return boto3.client(service, config=config)
 

@@ -867,7 +867,7 @@ def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.expires > 604_800:
         parser.error("--expires: at most 604800 seconds (7 days), S3's limit for a link")
     target = args.out or settings.report_uri or "report.html"
-    if args.presign and not target.startswith("s3://"):
+    if args.presign and target[:5].lower() != "s3://":
         parser.error(
             f"--presign needs the page on S3: --out s3://bucket/key or REPORT_URI (not {target})"
         )

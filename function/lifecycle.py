@@ -199,7 +199,32 @@ class Lifecycle:
                 done[id(request)] = await self._batch(request)
             elif request.is_comparison:
                 done[id(request)] = await self._compare(request)
+        if self.run_meta.trigger == "schedule" and self.settings.report_uri:
+            await self._rewrite_report()
         return [done[id(r)] for r in requests]
+
+    async def _rewrite_report(self) -> None:
+        """A scheduled run rewrites the report page (REPORT_URI) once its records are
+        stored; a page that cannot be written is logged, never a failure of the runs."""
+        from function.aws import describe
+        from function.report import write_report
+        from function.runs import open_sink
+        from function.threads import bounded
+
+        settings = self.settings
+        try:
+            where = await bounded(
+                lambda: write_report(
+                    open_sink(settings.results_uri, settings.aws_timeout_s),
+                    settings,
+                    settings.report_uri,
+                ),
+                self.deadline,
+            )
+        except Exception as exc:
+            log.error("Could not rewrite the report page: %s", describe(exc))
+            return
+        log.info("Rewrote the report page", extra={"location": where})
 
     async def _uploaded(self, request: Request) -> Request:
         """An S3 upload's request as the run it starts (`function.uploads`)."""

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from function.settings import page_location
 from function.usage import price_table, usage
 
 if TYPE_CHECKING:
@@ -139,18 +140,19 @@ def write_report(sink: Sink, settings: Settings, target: str, since: date | None
     since = since or (datetime.now(UTC) - timedelta(days=settings.report_days - 1)).date()
     page = render(facts(sink.runs(since=since), price_table(settings.prices), since), since)
     data = page.encode("utf-8")
+    target = page_location(target)
     if target.startswith("s3://"):
         from function.aws import aws_client
 
         bucket, _, key = target.removeprefix("s3://").partition("/")
         aws_client("s3", settings.aws_timeout_s).put_object(
             Bucket=bucket,
-            Key=key or "report/index.html",
+            Key=key,
             Body=data,
             ContentType="text/html; charset=utf-8",
             CacheControl="no-cache",
         )
-        return f"s3://{bucket}/{key or 'report/index.html'}"
+        return target
     from pathlib import Path
 
     path = Path(target.removeprefix("file://"))
@@ -163,7 +165,7 @@ def presign(target: str, settings: Settings, expires_s: int) -> str:
     """A link to the page on S3 that works for `expires_s` seconds."""
     from function.aws import aws_client
 
-    bucket, _, key = target.removeprefix("s3://").partition("/")
+    bucket, _, key = page_location(target).removeprefix("s3://").partition("/")
     s3 = aws_client("s3", settings.aws_timeout_s)
     s3.head_object(Bucket=bucket, Key=key)  # a link to nothing helps nobody: say so now
     url: str = s3.generate_presigned_url(

@@ -57,6 +57,15 @@ def s3_spelling(uri: str) -> str:
     return f"s3://{bucket}/{prefix}/" if prefix else f"s3://{bucket}/"
 
 
+def page_location(uri: str) -> str:
+    """Where the report page goes: a file, or an S3 object (`s3://b/report/` is
+    `s3://b/report/index.html`), spelled as `s3_spelling` spells its folder."""
+    if uri[:5].lower() != "s3://":
+        return uri
+    folder = uri.endswith("/") or "/" not in uri[5:].strip("/")
+    return s3_spelling(uri) + "index.html" if folder else s3_spelling(uri).removesuffix("/")
+
+
 def check_base_url(value: str, example: str) -> str:
     """An http(s) base URL without a query string or fragment, without a trailing `/`."""
     value = value.strip().rstrip("/")
@@ -264,7 +273,7 @@ class Settings(BaseSettings):
         if not self.cache_uri:
             object.__setattr__(self, "cache_uri", self.results_uri.rstrip("/") + "/cache")
         object.__setattr__(self, "cache_uri", s3_spelling(self.cache_uri))
-        object.__setattr__(self, "report_uri", s3_spelling(self.report_uri))
+        object.__setattr__(self, "report_uri", page_location(self.report_uri))
         return self
 
     @property

@@ -59,6 +59,8 @@ ENV_VARS = (
     "S3_TRIGGERS",
     "HF_PRICES",
     "HF_CACHE_URI",
+    "REPORT_URI",
+    "REPORT_DAYS",
 )
 # provider: local: no test reaches a hub. Set before anything imports huggingface_hub (it
 # reads these once); the tests' models live in a cache of their own (`local_models`).
