@@ -651,7 +651,10 @@ class Lifecycle:
         if budget is not None:
             spent = Used(result.characters, result.prompt_tokens + result.completion_tokens)
             follow["budget"] = budget.after(spent).model_dump(exclude_none=True)
-        stopped_by_budget = result.stopped == "budget"
+        # Stopped by the budget only if something was left to do when it was reached.
+        stopped_by_budget = result.stopped == "budget" and (
+            result.continued > 0 or engine.rest is not None
+        )
         if stopped_by_budget:  # what is left waits for a run with budget left: never queued
             summary["stopped"] = "budget"
             summary["budget"] = budget.model_dump(exclude_none=True)  # type: ignore[union-attr]

@@ -18,6 +18,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -227,8 +228,12 @@ class S3Sink:
                 if o["Key"].endswith(".jsonl")
                 and o["Key"].removeprefix(self.prefix).startswith("dt=")
             ]
-        for key in sorted(keys, key=lambda k: k.rsplit("/", 1)[-1], reverse=True):
-            yield self._read(key)
+        keys.sort(key=lambda k: k.rsplit("/", 1)[-1], reverse=True)
+        # An object a run: read READ_AHEAD at once (a report reads a fortnight of them), in
+        # order; a reader that stops early (history --limit) waits for one window at most.
+        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="hf-run-job-read") as pool:
+            for start in range(0, len(keys), READ_AHEAD):
+                yield from pool.map(self._read, keys[start : start + READ_AHEAD])
 
     def run(self, run_id: str) -> list[dict[str, Any]]:
         try:
@@ -281,6 +286,7 @@ class S3Sink:
 
 
 TOTAL_TRIES = 8
+READ_AHEAD = 64
 
 
 def _as_used(data: bytes | None, where: str) -> Used:

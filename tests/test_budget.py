@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
@@ -203,3 +204,50 @@ def test_a_damaged_total_counts_from_zero(tmp_path):
     assert sink.day_total(TODAY, "cfg") == (0, 0)
     sink.add_to_day(TODAY, "cfg", Used(5, 1))
     assert sink.day_total(TODAY, "cfg") == (5, 1)
+
+
+@examples(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    costs=st.lists(st.integers(1, 50), min_size=1, max_size=25),
+    limit=st.integers(1, 400),
+    concurrency=st.sampled_from([1, 3]),
+)
+def test_a_budget_loses_no_item_and_stops_only_when_reached(
+    env, hf, tmp_path, costs, limit, concurrency
+):
+    """Generated batches: every item ends once, in the output or the continuation; the batch
+    stops only at the budget, and starts nothing past it but what was in flight."""
+    output = tmp_path / f"out-{uuid.uuid4().hex}.jsonl"
+
+    def charge(request):
+        cost = int(request.json["inputs"].split()[1])
+        return Reply(200, LABELS, {"x-compute-characters": str(cost)})
+
+    hf.on(f"/models/{MNLI}", charge)
+    items = [{"id": i, "text": f"item {c} {i}"} for i, c in enumerate(costs)]
+    summary = invoke(
+        {
+            "model": MNLI,
+            "candidate_labels": "a, b",
+            "items": items,
+            "output_uri": str(output),
+            "concurrency": concurrency,
+            "budget": {"characters": limit},
+        }
+    ).reply
+    done = [json.loads(x)["id"] for x in output.read_text().splitlines()]
+    continued = []
+    if summary.get("continuation"):
+        lines = Path(summary["continuation"]).read_text().splitlines()
+        continued = [json.loads(x)["id"] for x in lines]
+    assert sorted(done + continued) == list(range(len(costs)))  # none lost, none twice
+    spent = sum(costs[i] for i in done)
+    assert summary.get("characters", 0) == spent
+    if continued:
+        assert summary["stopped"] == "budget" and spent >= limit
+        reached_at = next(n for n in range(1, len(costs) + 1) if sum(costs[:n]) >= limit)
+        assert len(done) <= reached_at + concurrency - 1
+    else:
+        assert "stopped" not in summary and sum(costs[:-1]) < limit
