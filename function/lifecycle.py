@@ -503,8 +503,11 @@ class Lifecycle:
             return _failed(problem, request)
         ok = summary["failed"] == 0 and not summary.get("continued")
         # Acknowledged: every item is a record or a line of a continuation that is queued
-        # (in AWS) or written beside the output (to run as the next batch).
-        return Done(summary, ok=ok, message_id=request.message_id)
+        # (in AWS) or written beside the output (to run as the next batch). A continuation
+        # that could not be queued sends a queued message back: run again, it rewrites the
+        # same output and queues what is left.
+        retry = "queue_error" in summary and self.run_meta.trigger == "sqs"
+        return Done(summary, ok=ok, retry=retry, message_id=request.message_id)
 
     def _prefix_field(self, batch: BatchFields, shared: dict[str, Any]) -> str | None:
         """For an input_uri that is an S3 prefix: the field its objects fill, `image` or
@@ -662,9 +665,13 @@ class Lifecycle:
         if result.continued:
             summary["continuation"] = getattr(plan.continuation, "uri", None)
             if self.settings.run_queue_url and summary["continuation"] and not stopped_by_budget:
-                summary["continuation_queued"] = await self._queue_continuation(
-                    follow, summary["continuation"]
-                )
+                try:
+                    summary["continuation_queued"] = await self._queue_continuation(
+                        follow, summary["continuation"]
+                    )
+                except RunJobError as exc:  # written, not lost: the reply says where it is
+                    summary["continuation_queued"] = None
+                    summary["queue_error"] = exc.message
         if engine.rest is not None:
             summary["rest"] = await self._queue_rest(plan, follow, engine.rest, summary)
         if plan.output_name is None:
@@ -720,9 +727,13 @@ class Lifecycle:
         if not self.settings.run_queue_url or summary.get("stopped") == "budget":
             return {**said, "resume": resume}
         if end is None or rest.offset < end:
-            await send_messages(
-                [{"Id": "0", "MessageBody": json.dumps(resume)}], self.settings, self.deadline
-            )
+            try:
+                await send_messages(
+                    [{"Id": "0", "MessageBody": json.dumps(resume)}], self.settings, self.deadline
+                )
+            except RunJobError as exc:  # the reply says how to resume it
+                summary["queue_error"] = exc.message
+                return {**said, "resume": resume}
         return {**said, "queued": resume["output_uri"]}
 
     async def _queue_continuation(self, follow: dict[str, Any], continuation: str) -> str:

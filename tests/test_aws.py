@@ -412,3 +412,31 @@ def test_unfinished_batch_goes_back_on_the_queue_and_nothing_is_lost(bucket, env
 
     done_first, done_later = ids(output), ids(first["continuation_queued"])
     assert sorted(done_first + done_later) == list(range(120))  # all, none twice
+
+
+def test_a_continuation_that_cannot_be_queued_is_not_lost(bucket, env, hf, tmp_path):
+    """The queue refuses (here: it does not exist): the batch still answers with its summary
+    and where the continuation is; from SQS its message goes back, to run again whole."""
+    hf.on(PATH, Reply(200, [{"label": "x", "score": 1.0}], delay=0.3))
+    sqs = client("sqs")
+    real = sqs.create_queue(QueueName=unique("real"))["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=real, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    env.setenv("RUN_QUEUE_URL", real.rsplit("/", 1)[0] + "/no-such-queue")
+    items = [{"id": i, "text": f"t{i}"} for i in range(60)]
+    output = tmp_path / "out.jsonl"
+    summary = invoke(
+        {"items": items, "output_uri": str(output), "concurrency": 4}, remaining_ms=4_000
+    ).reply
+    assert summary["continued"] > 0 and summary["continuation_queued"] is None
+    assert summary["queue_error"].startswith("RUN_QUEUE_URL")
+    done = [json.loads(x)["id"] for x in output.read_text().splitlines()]
+    rest = [json.loads(x)["id"] for x in open(summary["continuation"])]
+    assert sorted(done + rest) == list(range(60))  # written, none lost
+
+    body = json.dumps({"items": items, "output_uri": str(output), "concurrency": 4})
+    sqs.send_message(QueueUrl=real, MessageBody=body)
+    messages = sqs.receive_message(QueueUrl=real, MaxNumberOfMessages=1)["Messages"]
+    reply = invoke(sqs_event(messages, arn), remaining_ms=4_000).reply
+    assert reply["batchItemFailures"] == [{"itemIdentifier": messages[0]["MessageId"]}]
