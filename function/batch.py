@@ -272,6 +272,7 @@ class BatchRun:
         self.run_item = run_item
         self.budget = budget
         self.used = used or Used()  # what a daily budget counted before this batch
+        self._counted = 0  # items whose use is in the summary
         self.output = output
         self.continuation = continuation
         self.stop_at = stop_at
@@ -323,7 +324,7 @@ class BatchRun:
                 resume = item.after
                 self.summary.total += 1
                 while self._running and (
-                    len(self._running) >= self.window
+                    len(self._running) >= min(self.window, self._budget_window())
                     or seq - self._next_out >= self.window * REORDER
                     or self._over_budget()
                 ):
@@ -389,6 +390,7 @@ class BatchRun:
         else:
             self._finished[seq] = (True, {**outcome.envelope, "id": item.id})
             self.summary.count(outcome.usage)
+            self._counted += 1
             self.summary.places.add((outcome.where, outcome.usage.provider))
             self.summary.cache_hits += outcome.cache_hit
             self._check_budget()
@@ -398,13 +400,40 @@ class BatchRun:
                 self._answers += 1
                 self._answer_bytes += outcome.size
 
+    def _budget_window(self) -> int:
+        """With a budget, the items in flight are what is left of it divided by what an item
+        has cost so far (one until an item has finished), so that the items in flight when
+        it is reached overshoot it by little."""
+        if self.budget is None:
+            return self.window
+        if not self._counted:
+            return 1
+        mine = self._spent()
+        used = self.used + mine
+        room = self.window
+        for limit, total, cost in (
+            (self.budget.characters, used.characters, mine.characters),
+            (self.budget.tokens, used.tokens, mine.tokens),
+        ):
+            if limit is not None and cost > 0:
+                room = min(room, max(1, int((limit - total) * self._counted / cost)))
+        return room
+
+    def _spent(self) -> Used:
+        """What this batch's items used so far."""
+        spent = self.summary
+        return Used(spent.characters, spent.prompt_tokens + spent.completion_tokens)
+
     def _check_budget(self) -> None:
         """At the budget (what was used before, a daily budget's, and what this batch used),
         nothing new starts; what is in flight finishes."""
-        spent = self.summary
-        used = self.used + Used(spent.characters, spent.prompt_tokens + spent.completion_tokens)
-        if self.budget is not None and spent.stopped is None and self.budget.reached(used):
-            spent.stopped = "budget"
+        budget, summary = self.budget, self.summary
+        if (
+            budget is not None
+            and summary.stopped is None
+            and budget.reached(self.used + self._spent())
+        ):
+            summary.stopped = "budget"
             log.info("The batch reached its budget: the items not started are continued")
 
     def continuation_line(self, item: Item) -> dict[str, Any]:

@@ -44,17 +44,20 @@ class Budget(BaseModel):
             self.tokens is not None and used.tokens >= self.tokens
         )
 
-    def after(self, used: Used) -> Budget:
-        """The budget of the run that continues this one: per day, the same (the day's total
-        counts this run); per run, what this run left of it."""
+    def after(self, used: Used, among: int = 1) -> Budget:
+        """The budget of each of the `among` runs that continue this one (a continuation, an
+        unread rest): per day, the same (the day's total counts every run); per run, what
+        this run left of it, shared among them."""
         if self.per == "day":
             return self
+
+        def left(limit: int | None, spent: int) -> int | None:
+            return None if limit is None else max(1, (limit - spent) // among)
+
         return self.model_copy(
             update={
-                "characters": None
-                if self.characters is None
-                else max(1, self.characters - used.characters),
-                "tokens": None if self.tokens is None else max(1, self.tokens - used.tokens),
+                "characters": left(self.characters, used.characters),
+                "tokens": left(self.tokens, used.tokens),
             }
         )
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import httpx
 
 from function import __version__, jsontext
-from function.envelope import Usage
+from function.envelope import Usage, count, hardware, seconds
 from function.errors import (
     AuthError,
     BadRequestError,
@@ -575,17 +575,10 @@ def _parse_retry_after(value: str | None) -> float | None:
 
 def _usage(response: Answer) -> Usage:
     headers = response.headers
-
-    def number(name: str, kind: type) -> Any:
-        try:
-            return kind(headers[name])
-        except (KeyError, ValueError):
-            return None
-
     return Usage(
-        characters=number("x-compute-characters", int),
-        compute_time_s=number("x-compute-time", float),
-        compute_type=headers.get("x-compute-type"),
+        characters=count(headers.get("x-compute-characters")),
+        compute_time_s=seconds(headers.get("x-compute-time")),
+        compute_type=hardware(headers.get("x-compute-type")),
         provider=_provider(headers.get("x-inference-provider")),
     )
 

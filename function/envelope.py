@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -34,6 +35,40 @@ def failure_envelope(error: str, *, model: str | None) -> Envelope:
         "model": model,
         "error": error,
     }
+
+
+MAX_COUNT = 10**12  # characters or tokens one answer may report; past it, not believed
+MAX_SECONDS = 10**6
+
+
+def count(value: Any) -> int | None:
+    """A count a server reports (characters, tokens): a whole number from 0 to MAX_COUNT,
+    else None. A header of 400 digits, a negative or a fractional count is not usage."""
+    if isinstance(value, str):
+        value = int(value) if value.isascii() and value.isdigit() and len(value) <= 13 else None
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+    return value if ok else None
+
+
+def seconds(value: Any) -> float | None:
+    """Compute seconds a server reports: a finite number from 0 to MAX_SECONDS, else None."""
+    try:
+        number = float(value) if isinstance(value, str | int | float) else None
+    except ValueError:
+        return None
+    if isinstance(value, bool) or number is None or not 0 <= number <= MAX_SECONDS:
+        return None  # NaN and infinities fail the comparison too
+    return number
+
+
+_HARDWARE = re.compile(r"[a-z0-9][a-z0-9.-]{0,31}")  # no "_": a token (hf_...) never fits
+
+
+def hardware(value: Any) -> str | None:
+    """The hardware a server names (`x-compute-type`: cpu, gpu, a GPU's name), if it is a
+    short name: never an arbitrary header value, nor a secret a server echoes there."""
+    name = value.strip().lower() if isinstance(value, str) else ""
+    return name if _HARDWARE.fullmatch(name) else None
 
 
 @dataclass

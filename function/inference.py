@@ -171,7 +171,8 @@ async def _run_on(
             )
         raise
     result = await task.finish(result, settings, deadline)
-    prompt, completion = task.tokens(answer.body)
+    # An answer from the cache used no tokens now: its body's `usage` is the first run's.
+    prompt, completion = (None, None) if answer.cached else task.tokens(answer.body)
     usage = replace(
         answer.usage,
         provider=answer.usage.provider or inputs.routed_provider,

@@ -653,7 +653,8 @@ class Lifecycle:
         follow = {**plan.shared, **passed_on(plan.options)}
         if budget is not None:
             spent = Used(result.characters, result.prompt_tokens + result.completion_tokens)
-            follow["budget"] = budget.after(spent).model_dump(exclude_none=True)
+            among = max(1, (result.continued > 0) + (engine.rest is not None))
+            follow["budget"] = budget.after(spent, among).model_dump(exclude_none=True)
         # Stopped by the budget only if something was left to do when it was reached.
         stopped_by_budget = result.stopped == "budget" and (
             result.continued > 0 or engine.rest is not None

@@ -236,7 +236,7 @@ def render(numbers: dict[str, Any], since: date | None = None) -> str:
                 days,
                 {
                     "cache hits": [per_day[d]["cache_hits"] for d in days],
-                    "sent": [per_day[d]["items"] - per_day[d]["cache_hits"] for d in days],
+                    "other items": [per_day[d]["items"] - per_day[d]["cache_hits"] for d in days],
                 },
                 colors=(OUTCOMES[0], "#9e9e9e"),
             ),

@@ -1,7 +1,7 @@
 """`hf-run-job usage`: what the runs in the results sink used, and what that cost, per day,
 model, run config or provider. The numbers are the records' own, summed: a single run's
-record counts one item; a batch's record counts its items (its summary) and carries what
-they used.
+record counts one item; a batch's record counts the items it ran (succeeded and failed: what
+it continued counts in the run that finishes it) and carries what they used.
 
 The cost is an estimate from a price table (`HF_PRICES`, JSON, over the defaults):
 - hf-inference bills compute time at the price of the hardware (`x-compute-time`,
@@ -46,10 +46,10 @@ class Totals:
 
     def add(self, record: dict[str, Any], prices: dict[str, Any], new_run: bool) -> None:
         summary = record.get("summary") if record.get("kind") == "batch" else None
-        if isinstance(summary, dict):
-            self.items += _int(summary.get("total"))
+        if isinstance(summary, dict):  # the items it ran: what it continued counts where it runs
             self.successes += _int(summary.get("succeeded"))
             self.failures += _int(summary.get("failed"))
+            self.items += _int(summary.get("succeeded")) + _int(summary.get("failed"))
             self.cache_hits += _int(summary.get("cache_hits"))
         else:
             self.items += 1

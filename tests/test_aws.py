@@ -8,6 +8,7 @@ import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -432,7 +433,7 @@ def test_a_continuation_that_cannot_be_queued_is_not_lost(bucket, env, hf, tmp_p
     assert summary["continued"] > 0 and summary["continuation_queued"] is None
     assert summary["queue_error"].startswith("RUN_QUEUE_URL")
     done = [json.loads(x)["id"] for x in output.read_text().splitlines()]
-    rest = [json.loads(x)["id"] for x in open(summary["continuation"])]
+    rest = [json.loads(x)["id"] for x in Path(summary["continuation"]).read_text().splitlines()]
     assert sorted(done + rest) == list(range(60))  # written, none lost
 
     body = json.dumps({"items": items, "output_uri": str(output), "concurrency": 4})

@@ -53,6 +53,16 @@ def test_a_batch_stops_starting_items_at_its_character_budget(env, hf, tmp_path,
     assert len(hf.seen(f"/models/{MNLI}")) == len(done)
 
 
+def test_a_budget_holds_at_the_default_concurrency(env, hf, tmp_path):
+    """In flight: what is left of the budget over what an item costs, not 64 items."""
+    hf.on(f"/models/{MNLI}", Reply(200, LABELS, {"x-compute-characters": "30"}, delay=0.02))
+    items = [{"id": i, "text": f"ticket {i}"} for i in range(40)]
+    batch = {"model": MNLI, "candidate_labels": "a, b", "items": items}
+    summary = invoke({**batch, "budget": {"characters": 100}}).reply
+    assert summary["stopped"] == "budget" and 4 <= summary["succeeded"] <= 5
+    assert summary["succeeded"] + summary["continued"] == 40
+
+
 def test_a_token_budget_counts_input_and_output_tokens(env, hf, tmp_path):
     hf.on_chat(Reply(200, chat_answer()))  # 12 + 34 tokens an answer
     items = [{"id": i, "text": f"question {i}"} for i in range(5)]
@@ -149,11 +159,34 @@ def test_a_continuation_queued_at_the_deadline_keeps_what_is_left_of_the_budget(
     assert queued["input_uri"] == first["continuation"]
 
 
+def test_a_continuation_and_a_rest_share_what_is_left_of_the_budget(aws, env, hf, tmp_path):
+    hf.on(f"/models/{MNLI}", Reply(200, LABELS, CHARGED, delay=0.3))
+    sqs = client("sqs")
+    queue = sqs.create_queue(QueueName=f"share-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    env.setenv("RUN_QUEUE_URL", queue)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": f"t{i}"}) + "\n" for i in range(200)))
+    batch = {
+        "model": MNLI,
+        "candidate_labels": "a, b",
+        "input_uri": str(source),
+        "output_uri": str(tmp_path / "out.jsonl"),
+        "concurrency": 4,
+        "budget": {"characters": 1000},
+    }
+    first = invoke(batch, remaining_ms=4_000).reply
+    assert first["continued"] > 0 and "queued" in first["rest"]
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    budgets = [json.loads(m["Body"])["budget"]["characters"] for m in messages]
+    assert len(budgets) == 2 and sum(budgets) <= 1000 - first["characters"]
+
+
 def test_budget_after_keeps_a_daily_budget_and_lessens_a_run_budget():
     run = Budget(characters=100, tokens=10)
     assert run.after(Used(40, 3)) == Budget(characters=60, tokens=7)
+    assert run.after(Used(40, 3), among=2) == Budget(characters=30, tokens=3)
     day = Budget(characters=100, per="day")
-    assert day.after(Used(40, 3)) is day
+    assert day.after(Used(40, 3)) is day and day.after(Used(40, 3), among=2) is day
 
 
 AMOUNTS = st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), min_size=1, max_size=12)

@@ -19,6 +19,7 @@ from samtranslator.model.exceptions import InvalidDocumentException
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
+from function.triggers import read_event
 from tests.conftest import ROOT
 
 TEMPLATE = ROOT / "template.yaml"
@@ -229,7 +230,10 @@ def test_the_template_says_what_the_issue_asks():
     assert "HUGGINGFACE_API_KEY" not in env  # the token never sits in the environment
     schedule = resources["Schedule1"]["Properties"]
     assert schedule["Target"]["RetryPolicy"] and schedule["Target"]["DeadLetterConfig"]
-    assert schedule["Target"]["Input"] == {"Fn::Sub": '{"run_config": "${Schedule1RunConfig}"}'}
+    scheduled = schedule["Target"]["Input"]["Fn::Sub"].replace("${Schedule1RunConfig}", "tickets")
+    event = json.loads(scheduled)  # what the function gets: a scheduled run of that config
+    assert read_event(event).trigger == "schedule"
+    assert read_event(event).requests[0].fields == {"run_config": "tickets"}
     assert t["Parameters"]["Schedule1Expression"]["Default"] == "rate(1 hour)"
     alarms = {k for k, v in resources.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
     assert alarms == {

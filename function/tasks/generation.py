@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from function import jsontext
 from function.client import Call
+from function.envelope import count
 from function.errors import BadResponseError
 from function.inputs import RunInputs
 from function.redact import redact_value
-from function.tasks.base import Task, is_number, single
+from function.tasks.base import Task, single
 
 if TYPE_CHECKING:
     from function.backends import Target
@@ -76,11 +77,7 @@ class TextGeneration(Task):
         usage = body.get("usage") if isinstance(body, dict) else None
         if not isinstance(usage, dict):
             return None, None
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        return (
-            prompt if is_number(prompt) else None,
-            completion if is_number(completion) else None,
-        )
+        return count(usage.get("prompt_tokens")), count(usage.get("completion_tokens"))
 
 
 def wants_json(parameters: dict[str, Any]) -> bool:
