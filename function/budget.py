@@ -94,8 +94,9 @@ def used_by(record: dict[str, Any]) -> Used:
     """What a run record (a single run's, or a batch's sums) used."""
 
     def whole(name: str) -> int:
-        value = record.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        from function.envelope import count
+
+        return count(record.get(name)) or 0
 
     return Used(whole("characters"), whole("prompt_tokens") + whole("completion_tokens"))
 

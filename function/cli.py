@@ -903,20 +903,22 @@ def _history_row(records: list[dict[str, Any]]) -> tuple[str, ...]:
     """A run's line: one record per single run or SQS message; a batch's summary record
     counts its items."""
     first = records[0]
+    from function.envelope import count, seconds
+
     models = sorted({str(r.get("model") or "-") for r in records})
     total = succeeded = 0
-    for record in records:
+    for record in records:  # damaged numbers count as nothing
         summary = record.get("summary") if record.get("kind") == "batch" else None
         if isinstance(summary, dict):
-            total += int(summary.get("total") or 0)
-            succeeded += int(summary.get("succeeded") or 0)
+            total += count(summary.get("total")) or 0
+            succeeded += count(summary.get("succeeded")) or 0
         else:
             total += 1
-            succeeded += bool(record.get("success"))
+            succeeded += record.get("success") is True
     single = len(records) == 1 and first.get("kind") != "batch"
     success = ("yes" if succeeded else "no") if single else f"{succeeded}/{total}"
-    characters = [r["characters"] for r in records if isinstance(r.get("characters"), int)]
-    duration = max(int(r.get("duration_ms") or 0) for r in records)
+    characters = [c for r in records if (c := count(r.get("characters"))) is not None]
+    duration = max(seconds(r.get("duration_ms")) or 0 for r in records)
     return (
         str(first.get("started_at", ""))[:19].replace("T", " "),
         str(first.get("run_id", "")),

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from function.envelope import count, seconds
 from function.settings import page_location
 from function.usage import price_table, usage
 
@@ -35,6 +36,8 @@ LAST_FAILURES = 20
 OUTCOMES = ("#2e7d32", "#c62828")  # successes green, failures red
 PALETTE = ("#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#9e9d24", "#5d4037", "#ad1457", "#546e7a")
 TOP_LABELS = 8  # a run config's most frequent labels; the others are summed as "other"
+TOP_MODELS = 20  # the latency chart's models: those with the most runs
+TOP_CONFIGS = 12  # label charts: the classification run configs with the most runs
 
 
 def facts(
@@ -84,13 +87,16 @@ def percentile(values: list[float], p: float) -> float:
 
 def _latency(singles: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     durations: dict[str, list[float]] = defaultdict(list)
-    for record in singles:
-        duration = record.get("duration_ms")
-        if isinstance(duration, int | float) and not isinstance(duration, bool):
-            durations[str(record.get("model") or "-")].append(float(duration))
+    for record in singles:  # runs that sent a request (not refused, not from the cache)
+        duration = seconds(record.get("duration_ms"))
+        sent = count(record.get("attempts")) and not record.get("cache_hit")
+        if duration is not None and sent:
+            durations[str(record.get("model") or "-")].append(duration)
+    busiest = sorted(durations, key=lambda m: -len(durations[m]))[:TOP_MODELS]
     return {
         model: {"runs": len(v), "p50": percentile(v, 50), "p95": percentile(v, 95)}
         for model, v in sorted(durations.items())
+        if model in busiest
     }
 
 
@@ -116,9 +122,14 @@ def _labels(singles: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]
         label = top_label(record.get("envelope")) if record.get("success") else None
         if label is not None:
             found[str(record.get("run_config") or "-")][_day(record)][label] += 1
+
+    def runs(config: str) -> int:
+        return sum(sum(counts.values()) for counts in found[config].values())
+
+    busiest = sorted(found, key=lambda c: -runs(c))[:TOP_CONFIGS]
     return {
-        config: {day: dict(counts) for day, counts in sorted(days.items())}
-        for config, days in sorted(found.items())
+        config: {day: dict(counts) for day, counts in sorted(found[config].items())}
+        for config in sorted(busiest)
     }
 
 
@@ -203,7 +214,7 @@ def render(numbers: dict[str, Any], since: date | None = None) -> str:
         _section(
             "latency",
             "Latency per model",
-            "Milliseconds from start to envelope, p50 and p95 (single runs).",
+            "Milliseconds from start to envelope, p50 and p95 (single runs that sent a request).",
             _bars(
                 list(numbers["latency"]),
                 {

@@ -12,7 +12,6 @@ has one record (`kind: "batch"`) with its summary and the sums of what its items
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import time
@@ -172,7 +171,9 @@ class LocalSink:
     def run(self, run_id: str) -> list[dict[str, Any]]:
         day = run_date(run_id)
         paths = [self.directory / f"{day}.jsonl"] if day else self.directory.glob("*.jsonl")
-        return [r for p in paths if p.is_file() for r in _read_lines(p) if r["run_id"] == run_id]
+        return [
+            r for p in paths if p.is_file() for r in _read_lines(p) if r.get("run_id") == run_id
+        ]
 
     def _total(self, day: str, name: str) -> Path:
         return self.directory / "usage" / day / f"{name}.json"
@@ -335,9 +336,9 @@ def _records(lines: Iterable[str], where: str) -> Iterator[dict[str, Any]]:
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+        try:  # strict: no NaN, no 5,000-digit number, no nesting past jsontext's limit
+            record = jsontext.parse(line)
+        except ValueError:
             record = None
         if isinstance(record, dict):
             yield record

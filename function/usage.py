@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, fields
 from datetime import date
 from typing import Any
 
+from function.envelope import count, seconds
+
 GROUPINGS = ("day", "model", "run-config", "provider")
 DEFAULT_PRICES: dict[str, Any] = {
     "compute_per_hour": {"cpu": 0.033, "gpu": 0.50},
@@ -92,7 +94,7 @@ def cost(record: dict[str, Any], prices: dict[str, Any]) -> float:
     summary = record.get("summary") if record.get("kind") == "batch" else None
     by_type = summary.get("compute_time_s_by_type") if isinstance(summary, dict) else None
     if not isinstance(by_type, dict):
-        by_type = {record.get("compute_type"): record.get("compute_time_s")}
+        by_type = {str(record.get("compute_type") or "cpu"): record.get("compute_time_s")}
     return spent + sum(_number(s) * _hourly(kind, prices) / 3600 for kind, s in by_type.items())
 
 
@@ -164,8 +166,10 @@ def _cell(value: Any, name: str) -> str:
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    """A count in a record, or 0 if it is not a plausible one (damaged, or hand-edited)."""
+    return count(value) or 0
 
 
 def _number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    """Seconds in a record, or 0 if they are not plausible (NaN, infinite, negative)."""
+    return seconds(value) or 0.0

@@ -174,3 +174,31 @@ def test_presign_needs_the_page_on_s3(tmp_path):
     done = run_cli("report", "--presign", env={"RESULTS_URI": str(tmp_path)})
     assert done.returncode == 2
     assert "--presign needs the page on S3" in done.stderr
+
+
+def test_odd_and_damaged_records_break_neither_the_report_nor_usage(tmp_path):
+    """Hand-edited or damaged lines: skipped, or their odd numbers counted as nothing."""
+    results = tmp_path / "runs"
+    results.mkdir()
+    day = "2026-11-30"
+    base = {"run_id": f"{day.replace('-', '')}T000000000Z-1", "started_at": f"{day}T00:00:00Z"}
+    odd = [
+        {**base, "duration_ms": 1e308, "characters": 10**400, "compute_type": ["gpu"]},
+        {**base, "compute_time_s": -5, "prompt_tokens": 1.5, "model": {"not": "a name"}},
+        {**base, "envelope": "not an object", "success": False, "error_kind": 7},
+        {**base, "kind": "batch", "summary": {"succeeded": "many", "failed": -1}},
+        {"started_at": f"{day}T00:00:00Z"},  # no run id
+    ]
+    lines = [json.dumps(r) for r in odd]
+    lines += ['{"run_id": "x", "duration_ms": NaN}', "[" * 5000 + "]" * 5000, "9" * 5000]
+    (results / f"{day}.jsonl").write_text("\n".join(lines) + "\n")
+    environment = {"RESULTS_URI": str(results)}
+    page = tmp_path / "odd.html"
+    done = run_cli("report", "--since", day, "--out", str(page), env=environment)
+    assert done.returncode == 0, done.stderr
+    assert "hf-run-job report" in page.read_text()
+    spent = run_cli("usage", "--json", env=environment)
+    assert spent.returncode == 0, spent.stderr
+    total = json.loads(spent.stdout)["total"]
+    assert (total["characters"], total["input_tokens"], total["compute_s"]) == (0, 0, 0)
+    assert run_cli("history", env=environment).returncode == 0
