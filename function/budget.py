@@ -33,6 +33,24 @@ class Budget(BaseModel):
     tokens: int | None = Field(default=None, ge=1)
     per: Literal["run", "day"] = "run"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, value: Any) -> Any:
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(
+                'expected an object such as {"characters": 100000, "per": "day"} '
+                "(characters, tokens, per)"
+            )
+        unknown = sorted(str(k) for k in value if k not in cls.model_fields)
+        if unknown:
+            raise ValueError(
+                f"unknown field(s) {', '.join(map(repr, unknown))}; expected characters, "
+                'tokens (whole numbers) and per ("run" or "day")'
+            )
+        return value
+
     @model_validator(mode="after")
     def _limits_something(self) -> Budget:
         if self.characters is None and self.tokens is None:
@@ -114,8 +132,11 @@ def spent_per_day(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], Us
 
 
 def total_name(run_config: Any) -> str | None:
-    """The run config's name as it names its total (a path run config: its file's stem)."""
+    """The run config's name as it names its total: a path run config's file stem, with any
+    character but letters, digits, `-` and `_` as `_` (no `.`: a name never climbs out of
+    its day's folder)."""
     if not isinstance(run_config, str):
         return None
-    name = run_config.rstrip("/").rsplit("/", 1)[-1].removesuffix(".json")
-    return name if name and all(c.isalnum() or c in "-_." for c in name) else None
+    stem = run_config.rstrip("/").rsplit("/", 1)[-1].removesuffix(".json")
+    name = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in stem)
+    return name[:100] or None

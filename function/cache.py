@@ -42,9 +42,10 @@ CLOCK_SKEW_S = 60.0  # an entry stored later than this from now is not trusted
 
 def lifetime(value: Any) -> float:
     """`cache`: "off" (0), or a lifetime such as "90s", "30m", "1h", "7d" (seconds)."""
-    if value is None or value is False or value == "off":
+    said = value.strip().lower() if isinstance(value, str) else None
+    if value is None or value is False or said == "off":
         return 0.0
-    match = _LIFETIME.fullmatch(value.strip().lower()) if isinstance(value, str) else None
+    match = _LIFETIME.fullmatch(said) if said is not None else None
     seconds = int(match[1]) * _UNIT_S[match[2]] if match else -1
     if not 0 < seconds <= MAX_LIFETIME_S:
         raise ValueError(
@@ -85,9 +86,12 @@ class CachedFetcher:
         if call.cache_s <= 0:
             return await self.inner.post_json(call, deadline)
         name = request_key(call)
-        kept = await self._io(lambda: self.store.get(name), deadline, "read")
+        # An entry is held to the answers' size limit (with room for its own few keys).
+        limit = self.settings.max_response_bytes + 1024
+        data = await self._io(lambda: self.store.get(name, limit), deadline, "read")
+        kept = _entry(data)
         if _fresh(kept, call):
-            return ApiResponse(kept["body"], Usage(), 0, cached=True)
+            return ApiResponse(kept["body"], Usage(), 0, size=len(data), cached=True)
         answer = await self.inner.post_json(call, deadline)
         # Pictures are stored as results, not here; an answer the task cannot read is not kept.
         if not isinstance(answer.body, bytes) and _readable(answer.body, call):
@@ -102,6 +106,16 @@ class CachedFetcher:
         except Exception as exc:  # a miss, never a failure
             log.warning("The answer cache could not %s (%s): going on without it", what, exc)
             return None
+
+
+def _entry(data: bytes | None) -> Any:
+    if data is None:
+        return None
+    try:
+        return jsontext.parse(data)
+    except ValueError as exc:
+        log.warning("A damaged entry in the answer cache (%s): a miss", exc)
+        return None
 
 
 def _fresh(entry: Any, call: Call) -> bool:
@@ -127,9 +141,13 @@ class LocalStore:
     def _path(self, name: str) -> Path:
         return self.folder / name[:2] / f"{name}.json"
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str, limit: int) -> bytes | None:
         path = self._path(name)
-        return jsontext.parse(path.read_bytes()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        with path.open("rb") as file:
+            data = file.read(limit + 1)
+        return None if len(data) > limit else data
 
     def put(self, name: str, text: str) -> None:
         path = self._path(name)
@@ -147,12 +165,16 @@ class S3Store:
         self.bucket, self.prefix = bucket, prefix
         self.s3 = aws_client("s3", settings.aws_timeout_s)
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str, limit: int) -> bytes | None:
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}{name}.json")["Body"]
+            got = self.s3.get_object(Bucket=self.bucket, Key=f"{self.prefix}{name}.json")
         except self.s3.exceptions.NoSuchKey:
             return None
-        return jsontext.parse(body.read())
+        if got.get("ContentLength", 0) > limit:
+            got["Body"].close()
+            return None
+        data: bytes = got["Body"].read(limit + 1)
+        return None if len(data) > limit else data
 
     def put(self, name: str, text: str) -> None:
         self.s3.put_object(

@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument(
         "--since",
         metavar="DATE",
-        type=date.fromisoformat,
+        type=_day,
         help="only runs on or after this day (YYYY-MM-DD, UTC)",
     )
     history.add_argument("--results", metavar="URI", help="the sink (default: $RESULTS_URI, runs/)")
@@ -206,12 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
             "hits and an estimated cost (prices: HF_PRICES over documented defaults)."
         ),
     )
-    spent.add_argument(
-        "--since", metavar="DATE", type=date.fromisoformat, help="from this day (YYYY-MM-DD, UTC)"
-    )
-    spent.add_argument(
-        "--until", metavar="DATE", type=date.fromisoformat, help="to this day, included"
-    )
+    spent.add_argument("--since", metavar="DATE", type=_day, help="from this day (YYYY-MM-DD, UTC)")
+    spent.add_argument("--until", metavar="DATE", type=_day, help="to this day, included")
     spent.add_argument(
         "--by", choices=("day", "model", "run-config", "provider"), default="day",
         help="the groups (default: day)",
@@ -232,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     page.add_argument(
         "--since",
         metavar="DATE",
-        type=date.fromisoformat,
+        type=_day,
         help="from this day (YYYY-MM-DD, UTC; default: REPORT_DAYS days back, 14)",
     )
     page.add_argument(
@@ -384,6 +380,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, *, models: bool = False) -> 
     parser.add_argument(
         "--cache",
         metavar="LIFETIME",
+        type=_lifetime,
         help='answer from the answers of earlier runs this recent: "1h", "7d" (default: off); '
         "a hit sends no request",
     )
@@ -454,11 +451,16 @@ def _json_or_text(raw: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from function.errors import ConfigError
+
     try:
         return _main(argv)
     except KeyboardInterrupt:  # before a batch could take the signal over
         sys.stderr.write("Interrupted.\n")
         return EXIT_INTERRUPTED
+    except ConfigError as exc:  # a setting (HF_PRICES, REPORT_DAYS, ...) that cannot be used
+        sys.stderr.write(f"hf-run-job: {exc.message}\n")
+        return EXIT_USAGE
 
 
 def _main(argv: list[str] | None) -> int:
@@ -472,7 +474,7 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "history":
         return _history(args)
     if args.command == "usage":
-        return _usage(args)
+        return _usage(args, parser)
     if args.command == "report":
         return _report(args, parser)
     if args.command == "show":
@@ -835,10 +837,12 @@ def _sink(uri: str | None) -> Sink:
     return open_sink(uri or load_settings().results_uri)
 
 
-def _usage(args: argparse.Namespace) -> int:
+def _usage(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from function import usage
     from function.settings import load_settings
 
+    if args.since and args.until and args.since > args.until:
+        parser.error(f"--since {args.since} is after --until {args.until}: no day is in between")
     prices = usage.price_table(load_settings().prices)
     runs = _sink(args.results).runs(since=args.since)
     groups, total = usage.usage(runs, args.by, prices, args.since, args.until)
@@ -860,23 +864,32 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from function.aws import describe
     from function.report import presign, write_report
-    from function.settings import load_settings
+    from function.settings import load_settings, page_location, page_problem
 
     settings = load_settings()
     if args.expires > 604_800:
         parser.error("--expires: at most 604800 seconds (7 days), S3's limit for a link")
-    target = args.out or settings.report_uri or "report.html"
-    if args.presign and target[:5].lower() != "s3://":
+    target = page_location(args.out or settings.report_uri or "report.html")
+    where = "--out" if args.out else "REPORT_URI" if settings.report_uri else "--out"
+    problem = page_problem(target)
+    if problem:
+        parser.error(f"{where}: {target} {problem}")
+    if args.presign and not target.startswith("s3://"):
         parser.error(
             f"--presign needs the page on S3: --out s3://bucket/key or REPORT_URI (not {target})"
         )
-    if args.out is not None or not args.presign:
-        sink = _sink(args.results)
-        written = write_report(sink, settings, target, args.since)
-        print(f"Wrote {written}", file=sys.stderr)
-    if args.presign:
-        print(presign(target, settings, args.expires))
+    try:
+        if args.out is not None or not args.presign:
+            sink = _sink(args.results)
+            written = write_report(sink, settings, target, args.since)
+            print(f"Wrote {written}", file=sys.stderr)
+        if args.presign:
+            print(presign(target, settings, args.expires))
+    except Exception as exc:  # S3 refusing, a missing bucket or page, a full disk
+        print(f"hf-run-job report: {target}: {describe(exc)}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -963,6 +976,25 @@ def _positive_number(text: str) -> float:
     if not (value > 0 and value != float("inf")):
         raise argparse.ArgumentTypeError("must be a positive number")
     return value
+
+
+def _lifetime(text: str) -> str:
+    from function.cache import lifetime
+
+    try:
+        lifetime(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a day: expected YYYY-MM-DD (UTC), e.g. 2026-11-30"
+        ) from None
 
 
 def _positive_int(text: str) -> int:

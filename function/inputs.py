@@ -221,9 +221,9 @@ class RunInputs(BaseModel):
     def _endpoint(cls, value: str | None) -> str | None:
         return None if value is None else check_endpoint_name(value)
 
-    @field_validator("cache")
+    @field_validator("cache", mode="before")
     @classmethod
-    def _cache(cls, value: str | None) -> str | None:
+    def _cache(cls, value: Any) -> str | None:
         from function.cache import lifetime
 
         lifetime(value)

@@ -489,6 +489,10 @@ class Lifecycle:
                 if batch.fan_out:
                     from function.fanout import fan_out
 
+                    # What every part would refuse is refused once, before any is queued.
+                    base = merge_inputs(shared, self.settings, paths=self.paths)
+                    parse_budget(base.get("budget"))
+
                     summary = await fan_out(batch, shared, self.settings, self.work)
                     return Done(summary, message_id=request.message_id)
                 plan = await self._plan(batch, shared, prefix_field)

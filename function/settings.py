@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -64,6 +65,18 @@ def page_location(uri: str) -> str:
         return uri
     folder = uri.endswith("/") or "/" not in uri[5:].strip("/")
     return s3_spelling(uri) + "index.html" if folder else s3_spelling(uri).removesuffix("/")
+
+
+def page_problem(target: str) -> str | None:
+    """Why the report page cannot go there, if it cannot: a file path or s3://bucket/key."""
+    if target.startswith("s3://"):
+        bucket, _, key = target.removeprefix("s3://").partition("/")
+        return None if bucket and key else "is not an S3 object: expected s3://bucket/key"
+    if "://" in target:
+        return "is not a place for the page: expected a file path or s3://bucket/key"
+    if target.endswith("/") or Path(target).is_dir():
+        return "is a folder: name the file, e.g. report.html"
+    return None
 
 
 def check_base_url(value: str, example: str) -> str:
@@ -261,6 +274,31 @@ class Settings(BaseSettings):
                 ) from None
         return endpoints
 
+    @field_validator("prices")
+    @classmethod
+    def _price_table(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """Known tables and keys (any hardware under compute_per_hour), finite prices >= 0."""
+        known = {"compute_per_hour": None, "tokens_per_million": {"input", "output"}}
+        for table, rates in value.items():
+            if table not in known:
+                raise ValueError(f"unknown table {table!r}; expected some of {', '.join(known)}")
+            keys = known[table]
+            for key, price in rates.items():
+                if keys is not None and key not in keys:
+                    raise ValueError(f"{table}: unknown key {key!r}; expected input, output")
+                if not (math.isfinite(price) and price >= 0):
+                    raise ValueError(f"{table}.{key}: expected a price of 0 or more, in dollars")
+        return value
+
+    @field_validator("report_uri")
+    @classmethod
+    def _report_page(cls, value: str) -> str:
+        value = page_location(value)
+        problem = value and page_problem(value)
+        if problem:
+            raise ValueError(f"{value} {problem}")
+        return value
+
     @model_validator(mode="after")
     def _default_locations(self) -> Settings:
         if not self.results_uri:
@@ -273,7 +311,6 @@ class Settings(BaseSettings):
         if not self.cache_uri:
             object.__setattr__(self, "cache_uri", self.results_uri.rstrip("/") + "/cache")
         object.__setattr__(self, "cache_uri", s3_spelling(self.cache_uri))
-        object.__setattr__(self, "report_uri", page_location(self.report_uri))
         return self
 
     @property

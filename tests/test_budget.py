@@ -284,3 +284,21 @@ def test_a_budget_loses_no_item_and_stops_only_when_reached(
         assert len(done) <= reached_at + concurrency - 1
     else:
         assert "stopped" not in summary and sum(costs[:-1]) < limit
+
+
+@pytest.mark.parametrize(
+    ("run_config", "name"),
+    [
+        ("tickets", "tickets"),
+        ("configs/tickets.json", "tickets"),
+        ("/x/team tickets.json", "team_tickets"),
+        ("..", "__"),
+        ("a.b", "a_b"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_every_run_config_has_a_total_of_its_own_that_stays_in_its_folder(run_config, name):
+    from function.budget import total_name
+
+    assert total_name(run_config) == name

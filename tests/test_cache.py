@@ -148,3 +148,12 @@ def test_an_entry_that_is_not_a_fresh_answer_is_a_miss(env, hf, tmp_path, entry)
     assert reply["success"] and reply == first
     assert len(hf.seen(PATH)) == 2
     assert json.loads(kept.read_text())["body"] == LABELS  # the miss stored a good one
+
+
+def test_an_entry_past_the_answers_size_limit_is_a_miss(env, hf, tmp_path):
+    big = [{"label": "x" * 200_000, "score": 1.0}]
+    hf.on(PATH, Reply(200, big))
+    assert invoke({**RUN, "cache": "1h"}).reply["success"]
+    env.setenv("HF_MAX_RESPONSE_BYTES", "100000")
+    reply = invoke({**RUN, "cache": "1h"}).reply
+    assert "over" in reply["error"] and len(hf.seen(PATH)) == 2  # sent again, and refused
