@@ -211,6 +211,7 @@ class Summary:
     compute_by_type: dict[str, float] = field(default_factory=dict)
     places: set[tuple[str | None, str | None]] = field(default_factory=set)  # where, provider
     cache_hits: int = 0
+    failed_by_kind: dict[str, int] = field(default_factory=dict)  # error kind -> items
     stopped: str | None = None  # "deadline" | "interrupted" when items were continued
     elapsed_s: float = 0.0
 
@@ -224,6 +225,10 @@ class Summary:
             seconds = self.compute_by_type.get(usage.compute_type, 0.0)
             self.compute_by_type[usage.compute_type] = seconds + (usage.compute_time_s or 0.0)
 
+    def count_failure(self, kind: str | None) -> None:
+        kind = kind or "unknown"
+        self.failed_by_kind[kind] = self.failed_by_kind.get(kind, 0) + 1
+
     def as_dict(self) -> dict[str, Any]:
         done = self.succeeded + self.failed
         summary: dict[str, Any] = {
@@ -233,6 +238,8 @@ class Summary:
             "elapsed_s": round(self.elapsed_s, 3),
             "items_per_s": round(done / self.elapsed_s, 1) if self.elapsed_s else 0.0,
         }
+        if self.failed_by_kind:
+            summary["failed_by_kind"] = dict(sorted(self.failed_by_kind.items()))
         if self.continued:
             summary["continued"] = self.continued
             summary["stopped"] = self.stopped
@@ -330,7 +337,7 @@ class BatchRun:
                 ):
                     await self._settle()
                 if item.problem is not None:
-                    self._finished[seq] = (True, failure_record(item, item.problem))
+                    self._finished[seq] = (True, self._failed(item, item.problem))
                 elif self.summary.stopped is not None:
                     self._finished[seq] = (False, self.continuation_line(item))
                 else:
@@ -378,7 +385,7 @@ class BatchRun:
         if error is not None:  # run_item never raises; still, no item is lost
             log.error("Unexpected error running an item", exc_info=error)
             problem = RunJobError(f"Internal error ({type(error).__name__}); see the logs")
-            self._finished[seq] = (True, failure_record(item, problem))
+            self._finished[seq] = (True, self._failed(item, problem))
             return
         outcome = task.result()
         if outcome.out_of_time:  # the deadline came before it could finish: continued
@@ -389,6 +396,8 @@ class BatchRun:
                 self.stop("deadline")
         else:
             self._finished[seq] = (True, {**outcome.envelope, "id": item.id})
+            if not outcome.success:
+                self.summary.count_failure(outcome.error_kind)
             self.summary.count(outcome.usage)
             self._counted += 1
             self.summary.places.add((outcome.where, outcome.usage.provider))
@@ -399,6 +408,10 @@ class BatchRun:
                 self._pending_bytes += outcome.size
                 self._answers += 1
                 self._answer_bytes += outcome.size
+
+    def _failed(self, item: Item, problem: RunJobError) -> dict[str, Any]:
+        self.summary.count_failure(problem.kind)
+        return failure_record(item, problem)
 
     def _budget_window(self) -> int:
         """With a budget, the items in flight are what is left of it divided by what an item

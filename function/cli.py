@@ -39,8 +39,12 @@ examples:
   hf-run-job run --task text-to-image --model black-forest-labs/FLUX.1-schnell \\
       --text "a red fox" --out fox.png
   hf-run-job run --event events/scheduled-event.json  # run the Lambda handler on a saved event
+  hf-run-job run --config tickets --cache 7d      # answer from earlier runs' answers
   hf-run-job history --failed --since 2026-11-01   # recent runs from RESULTS_URI
   hf-run-job show 20261123T084755123Z-1a2b3c4d     # one run's envelopes
+  hf-run-job usage --by model --since 2026-11-01   # what the runs used and cost
+  hf-run-job report --out report.html              # an HTML page of the runs (offline)
+  hf-run-job report --presign                      # a link to REPORT_URI's page on S3
 
 Prints the envelope {success, result, is_classification, model, error} as JSON on stdout.
 Exit status: 0 success, 1 failure envelope, 2 usage error. With --event: 0 when every run
@@ -48,6 +52,8 @@ Exit status: 0 success, 1 failure envelope, 2 usage error. With --event: 0 when 
 Environment: HUGGINGFACE_API_KEY (or HF_TOKEN), HUGGINGFACE_API_ENDPOINT,
 HUGGINGFACE_ROUTER_URL (text-generation), HF_ENDPOINTS (named endpoints), HF_BILL_TO,
 RUN_CONFIG, RESULTS_URI (run records; default: runs/ beside run_config/).
+Cache, usage and report: HF_CACHE_URI, HF_PRICES, REPORT_URI, REPORT_DAYS.
+Budgets: `budget` in a run config or an event, e.g. {"characters": 100000, "per": "day"}.
 Images and audio: HF_MEDIA_MAX_BYTES (10 MiB); S3 uploads: S3_TRIGGERS.
 provider: local: HF_HOME / HF_HUB_CACHE (the model cache), HF_HUB_OFFLINE,
 HF_LOCAL_MAX_MODELS, HF_LOCAL_MAX_MODEL_MB.

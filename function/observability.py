@@ -67,10 +67,16 @@ def record_metrics(outcomes: list[Outcome], done: list[Done]) -> None:
             kinds[kind] = kinds.get(kind, 0) + 1
     for item in done:
         if "total" in item.body and "success" not in item.body:  # a batch's summary
-            add(name="Runs", unit=MetricUnit.Count, value=item.body.get("total", 0))
-            add(name="Successes", unit=MetricUnit.Count, value=item.body.get("succeeded", 0))
-            add(name="Failures", unit=MetricUnit.Count, value=item.body.get("failed", 0))
-            add(name="Continued", unit=MetricUnit.Count, value=item.body.get("continued", 0))
+            summary = item.body
+            ran = summary.get("succeeded", 0) + summary.get("failed", 0)
+            add(name="Runs", unit=MetricUnit.Count, value=ran)  # what it continued runs later
+            add(name="Successes", unit=MetricUnit.Count, value=summary.get("succeeded", 0))
+            add(name="Failures", unit=MetricUnit.Count, value=summary.get("failed", 0))
+            add(name="Continued", unit=MetricUnit.Count, value=summary.get("continued", 0))
+            if summary.get("characters"):
+                add(name="BilledCharacters", unit=MetricUnit.Count, value=summary["characters"])
+            for kind, failed in summary.get("failed_by_kind", {}).items():
+                kinds[kind] = kinds.get(kind, 0) + failed
     retried = sum(1 for item in done if item.retry)
     if retried:
         add(name="ReturnedToQueue", unit=MetricUnit.Count, value=retried)

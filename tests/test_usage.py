@@ -200,3 +200,33 @@ def test_usage_on_s3_reads_records_not_batch_outputs_beside_them(aws, env, hf):
 
     _, total = usage(open_sink("s3://usage-sink/runs/").runs(), "day", price_table({}))
     assert (total.runs, total.items) == (1, 2)
+
+
+def test_a_batch_sends_its_billed_characters_and_failures_by_kind_as_metrics(env, hf, capfd):
+    """The dashboard's widgets count batches too, not only single runs."""
+
+    def answer(request):
+        if request.json["inputs"] == "broken":
+            return Reply(404, {"error": "Model not found"})
+        return Reply(200, LABELS, {"x-compute-characters": "5"})
+
+    hf.on(f"/models/{MNLI}", answer)
+    items = ["a", "b", "broken"]
+    capfd.readouterr()
+    invoke(
+        {
+            "model": MNLI,
+            "candidate_labels": "x, y",
+            "items": items,
+            "task": "zero-shot-classification",
+        }
+    )
+    emitted = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"_aws"' in line]
+    values: dict[str, float] = {}
+    for blob in emitted:
+        for metric in blob["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+            name = metric["Name"] + (f":{blob['ErrorKind']}" if "ErrorKind" in blob else "")
+            values[name] = values.get(name, 0) + sum(blob[metric["Name"]])
+    assert values["Runs"] == 3 and values["Failures"] == 1
+    assert values["BilledCharacters"] == 10
+    assert values["FailuresByKind:not_found"] == 1
