@@ -202,3 +202,24 @@ def test_odd_and_damaged_records_break_neither_the_report_nor_usage(tmp_path):
     total = json.loads(spent.stdout)["total"]
     assert (total["characters"], total["input_tokens"], total["compute_s"]) == (0, 0, 0)
     assert run_cli("history", env=environment).returncode == 0
+
+
+def test_text_from_the_records_cannot_run_in_the_page(tmp_path):
+    """Labels, models, run configs and errors come from events and servers: escaped."""
+    evil = '</script><script>console.error("ran")</script><img src=x onerror=console.error(1)>'
+    results = tmp_path / "runs"
+    results.mkdir()
+    day = "2026-11-30"
+    base = {"started_at": f"{day}T00:00:00Z", "model": evil, "run_config": evil, "attempts": 1}
+    found = {"is_classification": True, "result": [{"label": evil, "score": 1.0}]}
+    records = [
+        {**base, "run_id": "r1", "success": True, "duration_ms": 5, "envelope": found},
+        {**base, "run_id": "r2", "success": False, "error_kind": evil, "envelope": {"error": evil}},
+    ]
+    (results / f"{day}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    page = tmp_path / "evil.html"
+    done = run_cli("report", "--since", day, "--out", str(page), env={"RESULTS_URI": str(results)})
+    assert done.returncode == 0, done.stderr
+    loaded = load(page, "document.querySelectorAll('img').length")
+    assert loaded.problems == [] and loaded.values == 0
+    assert "<img src=x" not in page.read_text()
