@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from function import jsontext
-from function.budget import Budget, Used
+from function.budget import Budget
 from function.client import Deadline
 from function.envelope import Outcome, Usage, failure_envelope
 from function.errors import InputError, RunJobError
+from function.usage import Used
 
 log = logging.getLogger(__name__)
 

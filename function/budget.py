@@ -4,26 +4,23 @@ output tokens). What it did not start goes to the continuation, never queued on 
 
 `per: "run"` counts what this run used. `per: "day"` adds what its run config already used
 today (UTC), read from one small total per run config and day that every run adds to as it
-stores its records (`function.runs`): `<RESULTS_URI>/usage/YYYY-MM-DD/<run config>.json`,
+stores its records (`function.runs`, `function.usage`):
+`<RESULTS_URI>/usage/YYYY-MM-DD/<run config>.json`,
 `{"characters", "tokens", "runs"}`. Runs that overlap add to it safely: in a folder under a
 lock, on S3 by compare-and-swap (If-Match / If-None-Match, tried again when another run
 wrote first). No record is read to check a budget.
+
+Imported only by runs that have a budget, and by batches: a pydantic model costs the cold
+start of every other run a few milliseconds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
-class Used(NamedTuple):
-    characters: int = 0
-    tokens: int = 0
-
-    def __add__(self, other: Any) -> Used:  # type: ignore[override]
-        return Used(self.characters + other.characters, self.tokens + other.tokens)
+from function.usage import Used
 
 
 class Budget(BaseModel):
@@ -106,37 +103,3 @@ def parse_budget(value: Any) -> Budget | None:
 
 class _Field(BaseModel):
     budget: Budget
-
-
-def used_by(record: dict[str, Any]) -> Used:
-    """What a run record (a single run's, or a batch's sums) used."""
-
-    def whole(name: str) -> int:
-        from function.envelope import count
-
-        return count(record.get(name)) or 0
-
-    return Used(whole("characters"), whole("prompt_tokens") + whole("completion_tokens"))
-
-
-def spent_per_day(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], Used]:
-    """(day, run config) -> what the records used, for the per-day totals."""
-    spent: dict[tuple[str, str], Used] = {}
-    for record in records:
-        name = total_name(record.get("run_config"))
-        used = used_by(record)
-        day = str(record.get("started_at") or "")[:10]
-        if name and len(day) == 10 and used != (0, 0):
-            spent[(day, name)] = spent.get((day, name), Used()) + used
-    return spent
-
-
-def total_name(run_config: Any) -> str | None:
-    """The run config's name as it names its total: a path run config's file stem, with any
-    character but letters, digits, `-` and `_` as `_` (no `.`: a name never climbs out of
-    its day's folder)."""
-    if not isinstance(run_config, str):
-        return None
-    stem = run_config.rstrip("/").rsplit("/", 1)[-1].removesuffix(".json")
-    name = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in stem)
-    return name[:100] or None

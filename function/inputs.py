@@ -19,7 +19,6 @@ from pydantic import (
     model_validator,
 )
 
-from function.budget import Budget
 from function.errors import InputError
 from function.settings import ENDPOINT_NAME, Settings
 
@@ -203,8 +202,9 @@ class RunInputs(BaseModel):
     fallback: list[Alternate] | None = Field(default=None, max_length=MAX_FALLBACK)
     # Answers kept across runs for this long: "off" (the default), "1h", "7d" (function.cache).
     cache: str | None = None
-    # Stop starting items past this much use, per run or per day (function.budget).
-    budget: Budget | None = None
+    # Stop starting items past this much use, per run or per day: checked here, read as a
+    # `function.budget.Budget` by the runs that have one (only they pay for its model).
+    budget: dict[str, Any] | None = None
 
     @field_validator("model")
     @classmethod
@@ -220,6 +220,18 @@ class RunInputs(BaseModel):
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
         return None if value is None else check_endpoint_name(value)
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        from function.budget import Budget
+
+        try:
+            return Budget.model_validate(value).model_dump(exclude_none=True)
+        except ValidationError as exc:
+            raise ValueError(describe_validation_error(exc)) from None
 
     @field_validator("cache", mode="before")
     @classmethod

@@ -31,7 +31,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from function.backends import remember_keys, where
-from function.budget import Budget, Used, parse_budget
 from function.client import Deadline, Fetcher, HFClient, new_http_client
 from function.envelope import Outcome
 from function.errors import BudgetError, ConfigError, InputError, RunJobError, StorageError
@@ -54,10 +53,12 @@ from function.runs import Run, store, used_today
 from function.secrets import resolve_token
 from function.settings import Settings, load_settings
 from function.triggers import Invocation, Request, Trigger, read_event
+from function.usage import Used
 
 if TYPE_CHECKING:
     from function.batch import Resume
     from function.batchfields import BatchFields
+    from function.budget import Budget
     from function.limiter import AdaptiveLimiter
     from function.storage import BatchPlan
 
@@ -338,11 +339,14 @@ class Lifecycle:
                 )
             inputs = validate_inputs(merged)
             if base is None and inputs.budget is not None:
-                used = await self._used_before(inputs.budget, fields)
-                if inputs.budget.reached(used):
+                from function.budget import parse_budget
+
+                budget = parse_budget(inputs.budget)
+                used = await self._used_before(budget, fields)
+                if budget is not None and budget.reached(used):
                     raise BudgetError(
                         f"Budget reached: run config {run_config_name(fields, self.settings)!r} "
-                        f"{inputs.budget.describe(used)}; the run did not start"
+                        f"{budget.describe(used)}; the run did not start"
                     )
             outcome = await run_inference(
                 inputs,
@@ -487,6 +491,7 @@ class Lifecycle:
                 batch, shared = split_batch(request.fields)
                 prefix_field = self._prefix_field(batch, shared)  # checked before it fans out
                 if batch.fan_out:
+                    from function.budget import parse_budget
                     from function.fanout import fan_out
 
                     # What every part would refuse is refused once, before any is queued.
@@ -598,6 +603,7 @@ class Lifecycle:
     async def _run_plan(self, plan: BatchPlan, request: Request) -> dict[str, Any]:
         from function.batch import BatchRun
         from function.batchfields import passed_on
+        from function.budget import parse_budget
 
         # A bad shared field: nothing runs, nothing is written.
         base = merge_inputs(plan.shared, self.settings, paths=self.paths)

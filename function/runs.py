@@ -26,12 +26,12 @@ from urllib.parse import urlsplit
 
 from function import jsontext
 from function.aws import aws_client
-from function.budget import Used, spent_per_day, total_name, used_by
 from function.client import Deadline
 from function.envelope import Outcome
 from function.errors import StorageError
 from function.settings import Settings
 from function.threads import bounded
+from function.usage import Used, spent_per_day, total_name, used_by
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class Sink(Protocol):
         """One run's records (empty if there is no such run)."""
 
     def day_total(self, day: str, name: str) -> Used:
-        """What run config `name` used on `day` (`function.budget`)."""
+        """What run config `name` used on `day` (for a daily `budget`)."""
 
     def add_to_day(self, day: str, name: str, used: Used) -> None:
         """Add to that total, safely when runs overlap."""

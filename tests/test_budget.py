@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from function.budget import Budget, Used
+from function.budget import Budget
 from function.runs import LocalSink, S3Sink
+from function.usage import Used
 from tests.aws import client
 from tests.conftest import invoke
 from tests.fakehf import Reply
@@ -299,6 +300,6 @@ def test_a_budget_loses_no_item_and_stops_only_when_reached(
     ],
 )
 def test_every_run_config_has_a_total_of_its_own_that_stays_in_its_folder(run_config, name):
-    from function.budget import total_name
+    from function.usage import total_name
 
     assert total_name(run_config) == name
