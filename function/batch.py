@@ -31,7 +31,7 @@ from function.budget import Budget
 from function.client import Deadline
 from function.envelope import Outcome, Usage, failure_envelope
 from function.errors import InputError, RunJobError
-from function.usage import Used
+from function.runs import Used
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from function.usage import Used
+from function.runs import Used
 
 
 class Budget(BaseModel):

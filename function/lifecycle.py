@@ -49,11 +49,10 @@ from function.inputs import (
 from function.observability import configure_logging, record_metrics, start_invocation
 from function.redact import redact
 from function.replies import Done, reply
-from function.runs import Run, store, used_today
+from function.runs import Run, Used, store, used_today
 from function.secrets import resolve_token
 from function.settings import Settings, load_settings
 from function.triggers import Invocation, Request, Trigger, read_event
-from function.usage import Used
 
 if TYPE_CHECKING:
     from function.batch import Resume

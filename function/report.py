@@ -11,8 +11,8 @@ number as text, so the page reads without hovering.
 What it shows, for the runs since a day: runs over time (successes against failures),
 failures by kind, latency p50 / p95 per model, characters and tokens per day, cache hits,
 the label distribution over time per classification run config, and the last failures with
-their errors. A batch's record counts its items; its items' own labels and errors are in
-its output, not here.
+their errors. A batch's record counts the items it ran and their failures by kind; its
+items' own labels and errors are in its output, not here.
 """
 
 from __future__ import annotations
@@ -71,12 +71,14 @@ def _failure_kinds(records: list[dict[str, Any]]) -> dict[str, int]:
     for record in records:
         summary = record.get("summary")
         if record.get("kind") == "batch" and isinstance(summary, dict):
-            failed = summary.get("failed")
-            if isinstance(failed, int) and failed > 0:
-                kinds["batch items"] += failed
+            by_kind = summary.get("failed_by_kind")
+            if not isinstance(by_kind, dict):  # a record from before batches said their kinds
+                by_kind = {"batch items": summary.get("failed")}
+            for kind, failed in by_kind.items():
+                kinds[str(kind)] += count(failed) or 0
         elif record.get("success") is not True:
             kinds[str(record.get("error_kind") or "unknown")] += 1
-    return dict(kinds.most_common())
+    return {kind: n for kind, n in kinds.most_common() if n}
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -17,21 +17,19 @@ import random
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from function import jsontext
 from function.aws import aws_client
 from function.client import Deadline
-from function.envelope import Outcome
+from function.envelope import Outcome, count
 from function.errors import StorageError
 from function.settings import Settings
 from function.threads import bounded
-from function.usage import Used, spent_per_day, total_name, used_by
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +125,49 @@ class Run:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- what a record used, and the per-day totals of daily budgets (function.budget) ---------
+
+
+class Used(NamedTuple):
+    characters: int = 0
+    tokens: int = 0
+
+    def __add__(self, other: Any) -> Used:  # type: ignore[override]
+        return Used(self.characters + other.characters, self.tokens + other.tokens)
+
+
+def used_by(record: dict[str, Any]) -> Used:
+    """What a run record (a single run's, or a batch's sums) used."""
+
+    def whole(name: str) -> int:
+        return count(record.get(name)) or 0
+
+    return Used(whole("characters"), whole("prompt_tokens") + whole("completion_tokens"))
+
+
+def spent_per_day(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], Used]:
+    """(day, run config) -> what the records used, for the per-day totals."""
+    spent: dict[tuple[str, str], Used] = {}
+    for record in records:
+        name = total_name(record.get("run_config"))
+        used = used_by(record)
+        day = str(record.get("started_at") or "")[:10]
+        if name and len(day) == 10 and used != (0, 0):
+            spent[(day, name)] = spent.get((day, name), Used()) + used
+    return spent
+
+
+def total_name(run_config: Any) -> str | None:
+    """The run config's name as it names its total: a path run config's file stem, with any
+    character but letters, digits, `-` and `_` as `_` (no `.`: a name never climbs out of
+    its day's folder)."""
+    if not isinstance(run_config, str):
+        return None
+    stem = run_config.rstrip("/").rsplit("/", 1)[-1].removesuffix(".json")
+    name = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in stem)
+    return name[:100] or None
 
 
 class Sink(Protocol):
@@ -232,6 +273,8 @@ class S3Sink:
         keys.sort(key=lambda k: k.rsplit("/", 1)[-1], reverse=True)
         # An object a run: read READ_AHEAD at once (a report reads a fortnight of them), in
         # order; a reader that stops early (history --limit) waits for one window at most.
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=16, thread_name_prefix="hf-run-job-read") as pool:
             for start in range(0, len(keys), READ_AHEAD):
                 yield from pool.map(self._read, keys[start : start + READ_AHEAD])
@@ -303,8 +346,8 @@ def _parse_total(data: bytes | None, where: str) -> tuple[Used, int]:
     if not isinstance(total, dict):
         log.warning("The usage total %s is damaged: counted from zero", where)
         return Used(), 0
-    used = used_by({"characters": total.get("characters"), "prompt_tokens": total.get("tokens")})
-    return used, used_by({"characters": total.get("runs")}).characters
+    used = Used(count(total.get("characters")) or 0, count(total.get("tokens")) or 0)
+    return used, count(total.get("runs")) or 0
 
 
 def _total_text(before: bytes | None, used: Used, where: str) -> str:

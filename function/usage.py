@@ -22,54 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from datetime import date
-from typing import Any, NamedTuple
+from typing import Any
 
 from function.envelope import count, seconds
-
-# --- what a record used, and the per-day totals of budgets (function.budget, function.runs) --
-
-
-class Used(NamedTuple):
-    characters: int = 0
-    tokens: int = 0
-
-    def __add__(self, other: Any) -> Used:  # type: ignore[override]
-        return Used(self.characters + other.characters, self.tokens + other.tokens)
-
-
-def used_by(record: dict[str, Any]) -> Used:
-    """What a run record (a single run's, or a batch's sums) used."""
-
-    def whole(name: str) -> int:
-        return count(record.get(name)) or 0
-
-    return Used(whole("characters"), whole("prompt_tokens") + whole("completion_tokens"))
-
-
-def spent_per_day(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], Used]:
-    """(day, run config) -> what the records used, for the per-day totals."""
-    spent: dict[tuple[str, str], Used] = {}
-    for record in records:
-        name = total_name(record.get("run_config"))
-        used = used_by(record)
-        day = str(record.get("started_at") or "")[:10]
-        if name and len(day) == 10 and used != (0, 0):
-            spent[(day, name)] = spent.get((day, name), Used()) + used
-    return spent
-
-
-def total_name(run_config: Any) -> str | None:
-    """The run config's name as it names its total: a path run config's file stem, with any
-    character but letters, digits, `-` and `_` as `_` (no `.`: a name never climbs out of
-    its day's folder)."""
-    if not isinstance(run_config, str):
-        return None
-    stem = run_config.rstrip("/").rsplit("/", 1)[-1].removesuffix(".json")
-    name = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in stem)
-    return name[:100] or None
-
-
-# --- usage ---------------------------------------------------------------------------------
 
 GROUPINGS = ("day", "model", "run-config", "provider")
 DEFAULT_PRICES: dict[str, Any] = {

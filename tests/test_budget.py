@@ -16,8 +16,7 @@ from hypothesis import settings as examples
 from hypothesis import strategies as st
 
 from function.budget import Budget
-from function.runs import LocalSink, S3Sink
-from function.usage import Used
+from function.runs import LocalSink, S3Sink, Used
 from tests.aws import client
 from tests.conftest import invoke
 from tests.fakehf import Reply
@@ -300,6 +299,6 @@ def test_a_budget_loses_no_item_and_stops_only_when_reached(
     ],
 )
 def test_every_run_config_has_a_total_of_its_own_that_stays_in_its_folder(run_config, name):
-    from function.usage import total_name
+    from function.runs import total_name
 
     assert total_name(run_config) == name
