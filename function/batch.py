@@ -401,7 +401,8 @@ class BatchRun:
                 self.summary.count_failure(outcome.error_kind)
             self.summary.count(outcome.usage)
             self._counted += 1
-            self.summary.places.add((outcome.where, outcome.usage.provider))
+            if outcome.where is not None:  # an item refused before it ran went nowhere
+                self.summary.places.add((outcome.where, outcome.usage.provider))
             self.summary.cache_hits += outcome.cache_hit
             self._check_budget()
             if outcome.size:

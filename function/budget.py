@@ -96,10 +96,6 @@ def parse_budget(value: Any) -> Budget | None:
     from function.inputs import describe_validation_error
 
     try:
-        return _Field.model_validate({"budget": value}).budget
-    except ValidationError as exc:
-        raise InputError("Invalid input: " + describe_validation_error(exc)) from None
-
-
-class _Field(BaseModel):
-    budget: Budget
+        return Budget.model_validate(value)
+    except ValidationError as exc:  # worded as a run's own inputs word it
+        raise InputError("Invalid input: budget: " + describe_validation_error(exc)) from None

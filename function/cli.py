@@ -467,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # a setting (HF_PRICES, REPORT_DAYS, ...) that cannot be used
         sys.stderr.write(f"hf-run-job: {exc.message}\n")
         return EXIT_USAGE
+    except SinkError as exc:
+        sys.stderr.write(f"hf-run-job: {exc}\n")
+        return EXIT_FAILED
 
 
 def _main(argv: list[str] | None) -> int:
@@ -840,7 +843,30 @@ def _sink(uri: str | None) -> Sink:
     from function.runs import open_sink
     from function.settings import load_settings
 
-    return open_sink(uri or load_settings().results_uri)
+    try:
+        return open_sink(uri or load_settings().results_uri)
+    except ValueError as exc:  # names no bucket, an unknown scheme
+        said = str(exc).replace("RESULTS_URI", "--results" if uri else "RESULTS_URI")
+        raise SinkError(said) from None
+
+
+class SinkError(Exception):
+    """The run records cannot be read (`history`, `show`, `usage`, `report`): exit 1."""
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What reading the records can raise (evaluated only when something was raised)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (OSError, ValueError, BotoCoreError, ClientError)
+
+
+def _reading(uri: str | None, error: BaseException) -> SinkError:
+    from function.aws import describe
+    from function.settings import load_settings
+
+    where = uri or load_settings().results_uri
+    return SinkError(f"cannot read the run records in {where}: {describe(error)}")
 
 
 def _usage(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -850,8 +876,13 @@ def _usage(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.since and args.until and args.since > args.until:
         parser.error(f"--since {args.since} is after --until {args.until}: no day is in between")
     prices = usage.price_table(load_settings().prices)
-    runs = _sink(args.results).runs(since=args.since)
-    groups, total = usage.usage(runs, args.by, prices, args.since, args.until)
+    try:
+        runs = _sink(args.results).runs(since=args.since)
+        groups, total = usage.usage(runs, args.by, prices, args.since, args.until)
+    except _read_errors() as exc:
+        raise _reading(args.results, exc) from None
+    if not total.runs:
+        sys.stderr.write("No run records in this period.\n")
     if args.json:
         _print(
             {
@@ -871,7 +902,7 @@ def _usage(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from function.aws import describe
-    from function.report import presign, write_report
+    from function.report import page_of, presign, put_page
     from function.settings import load_settings, page_location, page_problem
 
     settings = load_settings()
@@ -886,11 +917,14 @@ def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(
             f"--presign needs the page on S3: --out s3://bucket/key or REPORT_URI (not {target})"
         )
+    if args.out is not None or not args.presign:
+        try:
+            page = page_of(_sink(args.results), settings, args.since)
+        except _read_errors() as exc:
+            raise _reading(args.results, exc) from None
     try:
         if args.out is not None or not args.presign:
-            sink = _sink(args.results)
-            written = write_report(sink, settings, target, args.since)
-            print(f"Wrote {written}", file=sys.stderr)
+            print(f"Wrote {put_page(page, target, settings)}", file=sys.stderr)
         if args.presign:
             print(presign(target, settings, args.expires))
     except Exception as exc:  # S3 refusing, a missing bucket or page, a full disk
@@ -901,12 +935,15 @@ def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _history(args: argparse.Namespace) -> int:
     runs = []
-    for records in _sink(args.results).runs(since=args.since):
-        if args.failed and all(r.get("success") for r in records):  # a batch: all items ok
-            continue
-        runs.append(records)
-        if len(runs) >= args.limit:
-            break
+    try:
+        for records in _sink(args.results).runs(since=args.since):
+            if args.failed and all(r.get("success") for r in records):  # a batch: all items ok
+                continue
+            runs.append(records)
+            if len(runs) >= args.limit:
+                break
+    except _read_errors() as exc:
+        raise _reading(args.results, exc) from None
     rows = [_history_row(records) for records in runs]
     header = ("TIME (UTC)", "RUN ID", "TRIGGER", "MODEL", "SUCCESS", "DURATION", "CHARACTERS")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
@@ -950,7 +987,10 @@ def _history_row(records: list[dict[str, Any]]) -> tuple[str, ...]:
 
 
 def _show(args: argparse.Namespace) -> int:
-    records = _sink(args.results).run(args.run_id)
+    try:
+        records = _sink(args.results).run(args.run_id)
+    except _read_errors() as exc:
+        raise _reading(args.results, exc) from None
     if not records:
         sys.stderr.write(f"No run {args.run_id!r} in the results sink.\n")
         return EXIT_FAILED

@@ -503,12 +503,12 @@ class Lifecycle:
             summary = await self._run_plan(plan, request)
         except RunJobError as exc:
             log.error("The batch failed: %s", exc.message, extra={"message_id": request.message_id})
-            return _failed(exc, request)
+            return await self._batch_failed(exc, request)
         except Exception as exc:  # a bug touches this request only; a queue tries it again
             log.exception("Unexpected error in a batch", extra={"message_id": request.message_id})
             problem = RunJobError(f"Internal error ({type(exc).__name__}); see the logs")
             problem.transient = True
-            return _failed(problem, request)
+            return await self._batch_failed(problem, request)
         ok = summary["failed"] == 0 and not summary.get("continued")
         # Acknowledged: every item is a record or a line of a continuation that is queued
         # (in AWS) or written beside the output (to run as the next batch). A continuation
@@ -516,6 +516,15 @@ class Lifecycle:
         # same output and queues what is left.
         retry = "queue_error" in summary and self.run_meta.trigger == "sqs"
         return Done(summary, ok=ok, retry=retry, message_id=request.message_id)
+
+    async def _batch_failed(self, problem: RunJobError, request: Request) -> Done:
+        """A batch that failed whole is a failed run like any other: in the metrics, and in
+        the records (unless a queue delivers it again: only its last run is stored)."""
+        outcome = _failure(problem)
+        self.outcomes.append(outcome)
+        if not (self.run_meta.trigger == "sqs" and outcome.transient):
+            await self._keep_failures((request,), [outcome])
+        return _done(outcome, request)
 
     def _prefix_field(self, batch: BatchFields, shared: dict[str, Any]) -> str | None:
         """For an input_uri that is an S3 prefix: the field its objects fill, `image` or

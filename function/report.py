@@ -148,11 +148,20 @@ def _failure_row(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_report(sink: Sink, settings: Settings, target: str, since: date | None = None) -> str:
-    """Read the records since a day (default: REPORT_DAYS back), write the page to a file or
-    S3 (a private object), and return where it went. Blocking: run it in a thread."""
+    """The page of the records since a day, written to a file or S3; where it went. Blocking:
+    the Lambda runs it in a thread."""
+    return put_page(page_of(sink, settings, since), target, settings)
+
+
+def page_of(sink: Sink, settings: Settings, since: date | None = None) -> bytes:
+    """Read the records since a day (default: REPORT_DAYS back) and make the page."""
     since = since or (datetime.now(UTC) - timedelta(days=settings.report_days - 1)).date()
     page = render(facts(sink.runs(since=since), price_table(settings.prices), since), since)
-    data = page.encode("utf-8")
+    return page.encode("utf-8")
+
+
+def put_page(data: bytes, target: str, settings: Settings) -> str:
+    """The page to a file, or to S3 as a private object; where it went."""
     target = page_location(target)
     if target.startswith("s3://"):
         from function.aws import aws_client
@@ -180,7 +189,14 @@ def presign(target: str, settings: Settings, expires_s: int) -> str:
 
     bucket, _, key = page_location(target).removeprefix("s3://").partition("/")
     s3 = aws_client("s3", settings.aws_timeout_s)
-    s3.head_object(Bucket=bucket, Key=key)  # a link to nothing helps nobody: say so now
+    try:
+        s3.head_object(Bucket=bucket, Key=key)  # a link to nothing helps nobody: say so now
+    except s3.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            raise FileNotFoundError(
+                "no page there yet: a scheduled run writes it, or `report --out` does"
+            ) from None
+        raise
     url: str = s3.generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s
     )
@@ -277,7 +293,7 @@ def render(numbers: dict[str, Any], since: date | None = None) -> str:
             ("characters", f"{total['characters']:,}"),
             ("tokens", f"{total['input_tokens'] + total['output_tokens']:,}"),
             ("cache hits", f"{total['cache_hits']:,}"),
-            ("estimated cost", f"${total['cost_usd']:,.4f}"),
+            ("estimated cost", f"${total['cost_usd']:,.6f}"),
         )
     )
     return PAGE.format(

@@ -84,8 +84,8 @@ def test_a_token_budget_counts_input_and_output_tokens(env, hf, tmp_path):
     ("budget", "message"),
     [
         ({}, "expected characters or tokens"),
-        ({"characters": 0}, "budget.characters"),
-        ({"characters": 10, "per": "week"}, "budget.per"),
+        ({"characters": 0}, "budget: characters"),
+        ({"characters": 10, "per": "week"}, "budget: per"),
         ("lots", "budget"),
     ],
 )
