@@ -430,8 +430,12 @@ class BatchRun:
             (self.budget.characters, used.characters, mine.characters),
             (self.budget.tokens, used.tokens, mine.tokens),
         ):
-            if limit is not None and cost > 0:
+            if limit is None:
+                continue
+            if cost > 0:
                 room = min(room, max(1, int((limit - total) * self._counted / cost)))
+            else:  # nothing has cost anything yet (failures, cache hits): widen one at a time
+                room = min(room, self._counted + 1)
         return room
 
     def _spent(self) -> Used:

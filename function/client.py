@@ -578,9 +578,17 @@ def _usage(response: Answer) -> Usage:
     return Usage(
         characters=count(headers.get("x-compute-characters")),
         compute_time_s=seconds(headers.get("x-compute-time")),
-        compute_type=hardware(headers.get("x-compute-type")),
+        compute_type=_not_a_secret(hardware(headers.get("x-compute-type"))),
         provider=_provider(headers.get("x-inference-provider")),
     )
+
+
+def _not_a_secret(value: str | None) -> str | None:
+    """A header value kept for the records, unless it holds a key the job knows (a server
+    may echo the bearer token it was sent, an endpoint's own key included)."""
+    from function.redact import redact
+
+    return value if value is None or redact(value) == value else None
 
 
 # Provider names are lowercase words joined by `-` (groq, fireworks-ai, hf-inference).

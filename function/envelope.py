@@ -67,7 +67,7 @@ _HARDWARE = re.compile(r"[a-z0-9][a-z0-9.-]{0,31}")  # no "_": a token (hf_...) 
 def hardware(value: Any) -> str | None:
     """The hardware a server names (`x-compute-type`: cpu, gpu, a GPU's name), if it is a
     short name: never an arbitrary header value, nor a secret a server echoes there."""
-    name = value.strip().lower() if isinstance(value, str) else ""
+    name = value.strip() if isinstance(value, str) else ""  # as said: a key is never folded
     return name if _HARDWARE.fullmatch(name) else None
 
 

@@ -187,6 +187,7 @@ class Lifecycle:
         except ConfigError as exc:
             log.error("Cannot run: %s", exc.message)
             outcomes = [_failure(exc, self._model_of(r)) for r in requests]
+            self.outcomes += outcomes  # the dashboard's failures: a broken secret shows
             if self.run_meta.trigger != "sqs":  # queued messages go back and will run again
                 await self._keep_failures(requests, outcomes)
             return [_done(o, r) for r, o in zip(requests, outcomes, strict=True)]
@@ -467,7 +468,7 @@ class Lifecycle:
                 settings = self.settings
                 if answer_limit is not None:
                     settings = settings.model_copy(update={"max_response_bytes": answer_limit})
-                yield CachedFetcher(HFClient(settings, http), self.settings)
+                yield CachedFetcher(HFClient(settings, http), settings)  # one limit for both
                 return
             from function.coalescer import Coalescer
 
@@ -555,6 +556,7 @@ class Lifecycle:
             BatchPlan,
             ListWriter,
             Output,
+            check_not_the_jobs_own,
             check_places,
             continuation_uri,
             items_from_prefix,
@@ -573,6 +575,7 @@ class Lifecycle:
             or f"{self.settings.batches_uri.rstrip('/')}/{self.run_meta.run_id}.jsonl"
         )
         check_places(batch.input_uri, target)
+        check_not_the_jobs_own(target, self.settings)
         output: Output = ListWriter() if inline else open_output(target, self.settings)
         continuation = open_output(continuation_uri(target), self.settings)
 

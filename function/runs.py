@@ -238,56 +238,73 @@ class LocalSink:
 
 
 class S3Sink:
-    """`s3://bucket/prefix/dt=YYYY-MM-DD/<run_id>.jsonl`, one object per run."""
+    """`s3://bucket/prefix/dt=YYYY-MM-DD/<run_id>.<part>.jsonl`: an object for each time a
+    run stores records (an SQS invocation stores its batches and its single runs apart, and
+    one must never replace another), read back together as the run's records."""
 
     def __init__(self, bucket: str, prefix: str, timeout_s: float = 10.0) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.s3 = aws_client("s3", timeout_s)
 
-    def key(self, run_id: str) -> str:
-        return f"{self.prefix}dt={run_date(run_id) or date.today()}/{run_id}.jsonl"
+    def _day(self, run_id: str) -> str:
+        return f"{self.prefix}dt={run_date(run_id) or date.today()}/"
 
     def write(self, run_id: str, records: list[dict[str, Any]]) -> str:
         body = "".join(jsontext.dumps(r) + "\n" for r in records).encode()
-        key = self.key(run_id)
+        key = f"{self._day(run_id)}{run_id}.{uuid.uuid4().hex[:8]}.jsonl"
         self.s3.put_object(
             Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson"
         )
         return f"s3://{self.bucket}/{key}"
 
     def runs(self, since: date | None = None) -> Iterator[list[dict[str, Any]]]:
+        start_after = f"{self.prefix}dt={since.isoformat()}" if since else ""
+        keys = self._keys(self.prefix, start_after)
+        keys.sort(key=lambda k: k.rsplit("/", 1)[-1], reverse=True)  # a run's parts together
+        # READ_AHEAD objects at once (a report reads a fortnight of them), in order; a
+        # reader that stops early (history --limit) waits for one window at most.
+        from concurrent.futures import ThreadPoolExecutor
+
+        run: list[dict[str, Any]] = []
+        run_id = None
+        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="hf-run-job-read") as pool:
+            for start in range(0, len(keys), READ_AHEAD):
+                window = keys[start : start + READ_AHEAD]
+                for key, records in zip(window, pool.map(self._read, window), strict=True):
+                    if run and _run_of(key) != run_id:
+                        yield run
+                        run = []
+                    run_id = _run_of(key)
+                    run += records
+        if run:
+            yield run
+
+    def run(self, run_id: str) -> list[dict[str, Any]]:
+        return [
+            r for key in sorted(self._keys(self._day(run_id) + run_id)) for r in self._read(key)
+        ]
+
+    def _keys(self, prefix: str, start_after: str = "") -> list[str]:
+        """Record objects only: `dt=YYYY-MM-DD/<run id>[.<part>].jsonl` (batch outputs may
+        share the prefix)."""
         keys: list[str] = []
         paginator = self.s3.get_paginator("list_objects_v2")
-        start_after = f"{self.prefix}dt={since.isoformat()}" if since else ""
-        for page in paginator.paginate(
-            Bucket=self.bucket, Prefix=self.prefix, StartAfter=start_after
-        ):
-            # Records only: `dt=YYYY-MM-DD/<run id>.jsonl` (batch outputs may share the prefix).
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, StartAfter=start_after):
             keys += [
                 o["Key"]
                 for o in page.get("Contents", [])
                 if o["Key"].endswith(".jsonl")
                 and o["Key"].removeprefix(self.prefix).startswith("dt=")
             ]
-        keys.sort(key=lambda k: k.rsplit("/", 1)[-1], reverse=True)
-        # An object a run: read READ_AHEAD at once (a report reads a fortnight of them), in
-        # order; a reader that stops early (history --limit) waits for one window at most.
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=16, thread_name_prefix="hf-run-job-read") as pool:
-            for start in range(0, len(keys), READ_AHEAD):
-                yield from pool.map(self._read, keys[start : start + READ_AHEAD])
-
-    def run(self, run_id: str) -> list[dict[str, Any]]:
-        try:
-            return self._read(self.key(run_id))
-        except self.s3.exceptions.NoSuchKey:
-            return []
+        return keys
 
     def _read(self, key: str) -> list[dict[str, Any]]:
-        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode("utf-8")
-        return list(_records(body.splitlines(), key))
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self.s3.exceptions.NoSuchKey:  # expired (lifecycle rule) since it was listed
+            return []
+        return list(_records(body.decode("utf-8", "replace").splitlines(), key))
 
     def _total(self, day: str, name: str) -> str:
         return f"{self.prefix}usage/{day}/{name}.json"
@@ -327,6 +344,11 @@ class S3Sink:
                     raise
             time.sleep(random.uniform(0, 0.05 * 2**attempt))  # another run wrote first
         raise StorageError(f"the usage total {key} changed under every one of {TOTAL_TRIES} tries")
+
+
+def _run_of(key: str) -> str:
+    """The run id in a record object's name (`<run_id>.jsonl` or `<run_id>.<part>.jsonl`)."""
+    return key.rsplit("/", 1)[-1].split(".", 1)[0]
 
 
 TOTAL_TRIES = 8
@@ -370,7 +392,7 @@ def open_sink(uri: str, timeout_s: float = 10.0) -> Sink:
 
 
 def _read_lines(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as file:
+    with path.open(encoding="utf-8", errors="replace") as file:  # a bad byte: one bad line
         yield from _records(file, str(path))
 
 

@@ -28,7 +28,7 @@ from function.aws import aws_client, describe
 from function.batch import BatchRun, Item, Line, Progress, Resume
 from function.client import Deadline
 from function.errors import InputError, StorageError
-from function.settings import Settings
+from function.settings import Settings, s3_spelling
 from function.threads import bounded
 
 if TYPE_CHECKING:
@@ -455,6 +455,34 @@ def check_places(
             f"output_uri: the continuation {continuation} would be the input {input_uri}; "
             "choose another output"
         )
+
+
+def check_not_the_jobs_own(output_uri: str, settings: Settings) -> None:
+    """An event's output may not land on what the job keeps for itself: the run records and
+    the per-day usage totals (RESULTS_URI, but for BATCHES_URI under it), the answer cache
+    and the report page. Overwritten, other runs' history and budgets would be gone."""
+    for place in (output_uri, continuation_uri(output_uri)):
+        kept = [
+            ("HF_CACHE_URI", settings.cache_uri),
+            ("REPORT_URI", settings.report_uri),
+        ]
+        if not _inside(place, settings.batches_uri):
+            kept.append(("RESULTS_URI", settings.results_uri))
+        for name, folder in kept:
+            if folder and (_inside(place, folder) or same_place(place, folder)):
+                raise InputError(
+                    f"output_uri: {place} is under {name} ({folder}), where the job keeps "
+                    f"its own; write batch outputs under BATCHES_URI ({settings.batches_uri})"
+                )
+
+
+def _inside(place: str, folder: str) -> bool:
+    if place.startswith("s3://") or folder.startswith("s3://"):
+        return s3_spelling(place).startswith(s3_spelling(folder))
+    try:
+        return Path(os.path.abspath(place)).is_relative_to(os.path.abspath(folder))
+    except ValueError:  # a NUL byte
+        return False
 
 
 # -- names -------------------------------------------------------------------------------------

@@ -99,12 +99,15 @@ def cost(record: dict[str, Any], prices: dict[str, Any]) -> float:
 
 
 def _hourly(hardware: Any, prices: dict[str, Any]) -> float:
-    """The price of an hour of compute on this hardware (x-compute-type; CPU if unsaid)."""
+    """The price of an hour of compute on this hardware (x-compute-type, CPU if unsaid):
+    the table's own price for it, else CPU for a CPU and GPU for any other hardware (the API
+    says `cpu`, or an accelerator such as `1-a10-g`, `8-nvidia-h100-80gb-hbm3`); nothing for
+    this process or the API's own cache (`cache`)."""
     kind = str(hardware or "cpu").lower()
-    if kind == "local":
+    if kind in ("local", "cache"):
         return 0.0
     per_hour = prices["compute_per_hour"]
-    return float(per_hour.get(kind, per_hour["gpu"] if "gpu" in kind else per_hour["cpu"]))
+    return float(per_hour.get(kind, per_hour["cpu"] if "cpu" in kind else per_hour["gpu"]))
 
 
 def usage(
@@ -117,8 +120,8 @@ def usage(
     """Totals per group, and over all, of the runs' records between `since` and `until`."""
     groups: dict[str, Totals] = {}
     total = Totals()
+    seen: set[tuple[str, str]] = set()  # (group, run id): a run counts once in each group
     for records in runs:
-        seen: set[tuple[str, str]] = set()
         for record in records:
             day = str(record.get("started_at") or "")[:10]
             if (since and day < since.isoformat()) or (until and day > until.isoformat()):

@@ -4,6 +4,7 @@ SSM, run records in S3 and `history`/`show` over them, and SQS partial batch res
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import uuid
@@ -165,7 +166,7 @@ def test_each_invocation_is_stored_under_a_date_partition(bucket, hf):
     total = client("s3").get_object(Bucket=bucket, Key=f"hf-run-job/usage/{today}/default.json")
     assert json.loads(total["Body"].read())["characters"] == (record["characters"] or 0)
     assert record["characters"] == 42 and record["compute_time_s"] == 0.05
-    assert key == f"hf-run-job/dt={today}/{record['run_id']}.jsonl"
+    assert re.fullmatch(rf"hf-run-job/dt={today}/{record['run_id']}\.[0-9a-f]{{8}}\.jsonl", key)
 
 
 def cli(*args: str, **env_vars: str) -> subprocess.CompletedProcess:
@@ -441,3 +442,31 @@ def test_a_continuation_that_cannot_be_queued_is_not_lost(bucket, env, hf, tmp_p
     messages = sqs.receive_message(QueueUrl=real, MaxNumberOfMessages=1)["Messages"]
     reply = invoke(sqs_event(messages, arn), remaining_ms=4_000).reply
     assert reply["batchItemFailures"] == [{"itemIdentifier": messages[0]["MessageId"]}]
+
+
+def test_every_request_of_an_sqs_invocation_keeps_its_records_on_s3(bucket, env, hf, aws):
+    """One invocation stores its single runs, each batch and each comparison apart: none may
+    replace another's records (they share the invocation's run id)."""
+    hf.on(PATH, OK)
+    sqs = client("sqs")
+    queue = sqs.create_queue(QueueName=unique("many"))["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    bodies = [{"text": "single"}, {"items": ["a", "b"]}, {"items": ["c", "d", "e"]}]
+    for body in bodies:
+        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(body))
+    messages = []
+    while len(messages) < 3:
+        messages += sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    reply = invoke(sqs_event(messages, arn), remaining_ms=10_000).reply
+    assert reply["batchItemFailures"] == []
+    records = [r for rs in stored(bucket).values() for r in rs]
+    assert len({r["run_id"] for r in records}) == 1 and len(records) == 3  # 1 run + 2 batches
+    aws_env = {**AWS_ENV, "AWS_ENDPOINT_URL": aws, "RESULTS_URI": f"s3://{bucket}/hf-run-job/"}
+    done = run_cli("usage", "--json", env=aws_env)
+    assert done.returncode == 0, done.stderr
+    total = json.loads(done.stdout)["total"]
+    history = run_cli("history", env=aws_env).stdout.splitlines()
+    assert len(history) == 2 and "6/6" in history[1]  # one run: its 2 batches and a single
+    assert (total["runs"], total["items"]) == (1, 1 + 2 + 3)

@@ -444,3 +444,18 @@ def test_answers_waiting_behind_a_stuck_item_stay_within_the_byte_budget():
     summary = asyncio.run(main())
     assert summary.succeeded == 300
     assert peak["bytes"] <= PENDING_BYTES + size  # it used to reach a window's worth
+
+
+@pytest.mark.parametrize(
+    "under", ["runs/2026-01-01.jsonl", "runs/usage/x/default.json", "runs/cache/ab.json"]
+)
+def test_an_event_cannot_write_over_what_the_job_keeps(env, hf, tmp_path, under):
+    """Records, usage totals and cached answers are the job's: an output_uri there is refused
+    before anything is written; BATCHES_URI, under RESULTS_URI, is where outputs go."""
+    hf.on("/models/facebook/bart-large-mnli", Reply(200, [{"label": "a", "score": 1.0}]))
+    target = tmp_path / under
+    reply = invoke({"items": ["a"], "output_uri": str(target)}).reply
+    assert reply["error"].startswith("output_uri:") and "where the job keeps" in reply["error"]
+    assert not target.exists() and hf.requests == []
+    fine = invoke({"items": ["a"], "output_uri": str(tmp_path / "runs" / "batches" / "o.jsonl")})
+    assert fine.reply["succeeded"] == 1

@@ -63,6 +63,19 @@ def test_a_budget_holds_at_the_default_concurrency(env, hf, tmp_path):
     assert summary["succeeded"] + summary["continued"] == 40
 
 
+def test_a_first_item_that_costs_nothing_does_not_open_the_window(env, hf, tmp_path):
+    def answer(request):
+        if request.json["inputs"] == "bad":
+            return Reply(400, {"error": "bad input"})
+        return Reply(200, LABELS, {"x-compute-characters": "30"}, delay=0.02)
+
+    hf.on(f"/models/{MNLI}", answer)
+    items = [{"id": 0, "text": "bad"}] + [{"id": i, "text": f"t{i}"} for i in range(1, 40)]
+    batch = {"model": MNLI, "candidate_labels": "a, b", "items": items}
+    summary = invoke({**batch, "budget": {"characters": 100}}).reply
+    assert summary["stopped"] == "budget" and summary["succeeded"] <= 6, summary
+
+
 def test_a_token_budget_counts_input_and_output_tokens(env, hf, tmp_path):
     hf.on_chat(Reply(200, chat_answer()))  # 12 + 34 tokens an answer
     items = [{"id": i, "text": f"question {i}"} for i in range(5)]

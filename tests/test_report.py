@@ -192,6 +192,8 @@ def test_odd_and_damaged_records_break_neither_the_report_nor_usage(tmp_path):
     lines = [json.dumps(r) for r in odd]
     lines += ['{"run_id": "x", "duration_ms": NaN}', "[" * 5000 + "]" * 5000, "9" * 5000]
     (results / f"{day}.jsonl").write_text("\n".join(lines) + "\n")
+    with (results / f"{day}.jsonl").open("ab") as file:
+        file.write(b'{"run_id": "x\xff", "started_at": "2026-11-30T00:00:00Z"}\n')  # not UTF-8
     environment = {"RESULTS_URI": str(results)}
     page = tmp_path / "odd.html"
     done = run_cli("report", "--since", day, "--out", str(page), env=environment)

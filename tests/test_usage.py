@@ -120,6 +120,18 @@ def test_a_batch_on_a_cpu_and_a_gpu_is_priced_per_hardware(env, hf, tmp_path):
     assert (total["items"], total["cache_hits"], total["compute_s"]) == (6, 3, 4.5)
 
 
+def test_hardware_is_priced_as_the_api_names_it():
+    prices = price_table({"compute_per_hour": {"2-a10-g": 3.0}})
+    rates = prices["compute_per_hour"]
+    hour = {"compute_time_s": 3600.0, "where": "hf-inference"}
+    assert cost({**hour, "compute_type": "cpu"}, prices) == rates["cpu"]
+    assert cost({**hour, "compute_type": "1-a10-g"}, prices) == rates["gpu"]
+    assert cost({**hour, "compute_type": "8-nvidia-h100-80gb-hbm3"}, prices) == rates["gpu"]
+    assert cost({**hour, "compute_type": "2-a10-g"}, prices) == 3.0  # the table's own price
+    assert cost({**hour, "compute_type": "cache"}, prices) == 0  # the API's own cache
+    assert cost({**hour}, prices) == rates["cpu"]
+
+
 def test_local_and_endpoint_runs_cost_nothing():
     prices = price_table({})
     base = {"compute_time_s": 100.0, "prompt_tokens": 10**6}
@@ -230,3 +242,23 @@ def test_a_batch_sends_its_billed_characters_and_failures_by_kind_as_metrics(env
     assert values["Runs"] == 3 and values["Failures"] == 1
     assert values["BilledCharacters"] == 10
     assert values["FailuresByKind:not_found"] == 1
+
+
+def test_a_key_a_server_echoes_as_its_hardware_is_not_kept():
+    """x-compute-type is kept for pricing only when it is a short name, never a key the job
+    knows (an endpoint's own lowercase key would pass the name's shape)."""
+    import httpx
+
+    from function.client import Answer, _usage
+    from function.redact import remember
+
+    key = "vllm-secret-key-0123456789"
+    remember(key)
+
+    def hardware_of(value: str) -> str | None:
+        headers = httpx.Headers({"x-compute-type": value})
+        return _usage(Answer(200, headers, b"")).compute_type
+
+    assert hardware_of(key) is None
+    assert hardware_of("1-a10-g") == "1-a10-g" and hardware_of("cpu") == "cpu"
+    assert hardware_of("Hf_SomeMixedCaseToken") is None
