@@ -12,8 +12,10 @@ laid into a cache of the bench's own (nothing is downloaded).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -23,6 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BATCH = 32
+
+
+def scratch() -> Path:
+    """A folder for a measurement's files (outputs of hundreds of MB), removed at exit."""
+    folder = Path(tempfile.mkdtemp(prefix="hf-run-job-bench-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def texts(n: int) -> list[str]:
@@ -82,7 +91,7 @@ def measure(n: int) -> dict[str, float]:
     from function import local
     from function.settings import load_settings
 
-    workdir = Path(tempfile.mkdtemp(prefix="hf-run-job-bench-"))
+    workdir = scratch()
     ours(texts(2 * BATCH), workdir)  # loads the model, as a warm function has it
     folder = local.files(MODEL, load_settings())
     model = SentenceTransformer(str(folder), device="cpu")
@@ -107,7 +116,7 @@ def rss(n: int) -> int:
     prepare()
     import subprocess
 
-    workdir = Path(tempfile.mkdtemp(prefix="hf-run-job-bench-"))
+    workdir = scratch()
     source = workdir / "in.jsonl"
     source.write_text("".join(json.dumps(t) + "\n" for t in texts(n)))
     command = [sys.executable, "-m", "function", "batch", "--input", str(source)]

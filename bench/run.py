@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,6 +49,13 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+
+def scratch() -> Path:
+    """A folder for a measurement's files (outputs of hundreds of MB), removed at exit."""
+    folder = Path(tempfile.mkdtemp(prefix="hf-run-job-bench-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def texts(n: int, unique: int, seed: int = 7) -> list[str]:
@@ -278,7 +287,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []
-    work = Path(tempfile.mkdtemp(prefix="hf-run-job-bench-"))
+    work = scratch()
     n = args.items
     unique = n * 4 // 5  # 20% duplicates
 

@@ -15,7 +15,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -94,8 +97,15 @@ class Build:
             self.ran.append((command, done))
 
 
-def test_the_dockerfile_s_steps_build_an_environment_where_the_handler_runs(local_models):
-    build = Build()
+@pytest.fixture
+def build() -> Iterator[Build]:
+    """A build, removed afterwards: its environment is over a gigabyte (torch)."""
+    made = Build()
+    yield made
+    shutil.rmtree(made.root, ignore_errors=True)
+
+
+def test_the_dockerfile_s_steps_build_an_environment_where_the_handler_runs(local_models, build):
     assert build.steps[0] == ("FROM", "public.ecr.aws/lambda/python:3.12")
     assert build.steps[-1] == ("CMD", '["handler.lambda_handler"]')
     build.run(local_models)
