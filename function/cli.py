@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="log to stderr (-vv: debug)",
     )
+    # The commands that read run records read them from one place.
+    records = argparse.ArgumentParser(add_help=False)
+    records.add_argument("--results", metavar="URI", help="the sink (default: $RESULTS_URI, runs/)")
     parser = argparse.ArgumentParser(
         prog="hf-run-job",
         description="Run Hugging Face inference as a scheduled job and print the envelope.",
@@ -187,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history = commands.add_parser(
         "history",
-        parents=[verbose],
+        parents=[verbose, records],
         help="list recent runs from the results sink (RESULTS_URI)",
         description="List recent runs, newest first, from RESULTS_URI (a directory or s3://).",
     )
@@ -201,10 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_day,
         help="only runs on or after this day (YYYY-MM-DD, UTC)",
     )
-    history.add_argument("--results", metavar="URI", help="the sink (default: $RESULTS_URI, runs/)")
     spent = commands.add_parser(
         "usage",
-        parents=[verbose],
+        parents=[verbose, records],
         help="what the runs used and cost, per day, model, run config or provider",
         description=(
             "Sum the run records in RESULTS_URI (a directory or s3://) per group: runs, items, "
@@ -219,10 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the groups (default: day)",
     )  # fmt: skip
     spent.add_argument("--json", action="store_true", help="JSON: the groups, the total, prices")
-    spent.add_argument("--results", metavar="URI", help="the sink (default: $RESULTS_URI, runs/)")
     page = commands.add_parser(
         "report",
-        parents=[verbose],
+        parents=[verbose, records],
         help="write an HTML page of what the runs found and cost",
         description=(
             "Write one self-contained HTML page (it opens offline) from the run records in "
@@ -256,15 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=3600,
         help="how long a --presign link works (default 3600, at most 604800: 7 days)",
     )
-    page.add_argument("--results", metavar="URI", help="the sink (default: $RESULTS_URI, runs/)")
     show = commands.add_parser(
         "show",
-        parents=[verbose],
+        parents=[verbose, records],
         help="print one run's envelopes",
         description="Print one run's records as JSON.",
     )
     show.add_argument("run_id", metavar="RUN_ID", help="as listed by 'history'")
-    show.add_argument("--results", metavar="URI", help="the sink (default: $RESULTS_URI, runs/)")
     fetch = commands.add_parser(
         "fetch-models",
         parents=[verbose],
