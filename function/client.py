@@ -128,6 +128,8 @@ class Call(NamedTuple):
     cache_s: float = 0.0  # answered from the cache across runs for this long (function.cache)
     # Whether an answer is one the task reads: the cache keeps and serves only those.
     accepts: Callable[[Any], bool] | None = None
+    # provider local: a list of texts runs through the model this many at a time.
+    batch_size: int = 32
 
 
 class Fetcher(Protocol):

@@ -1,9 +1,11 @@
 """In front of the API client in a batch: identical requests within a run are sent once,
 and single-text feature-extraction requests (and, run locally, the requests of every task
 whose pipeline takes a list) go `batch_size` texts at a time (the answer is split back per
-text). A chunk whose answer would be over the size limit is sent again in
-halves, so big embedding batches stay within `HF_MAX_RESPONSE_BYTES`; so is a local chunk
-whose pipeline fails, until the text at fault fails alone.
+text). In this process a chunk holds `LOCAL_BATCHES` batches: the model runs them in order
+of length, so that a batch pads its texts little, as `SentenceTransformer.encode` does. A
+chunk whose answer would be over the size limit is sent again in halves, so big embedding
+batches stay within `HF_MAX_RESPONSE_BYTES`; so is a local chunk whose pipeline fails,
+until the text at fault fails alone.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from function.errors import LocalRunError, ResponseTooLargeError
 from function.local import LIST_TASKS
 
 FLUSH_AFTER_S = 0.005  # a chunk waits this long for more texts before it is sent
+LOCAL_BATCHES = 8
 
 
 CACHE_BYTES = 16 * 1024 * 1024  # answers kept for identical requests, by their size
@@ -102,7 +105,9 @@ class Coalescer:
             )
         position = len(chunk.texts)
         chunk.texts.append(call.payload["inputs"])
-        if len(chunk.texts) >= self.batch_size:
+        chunk.size += _size(call.payload["inputs"])
+        local = call.url.startswith(LOCAL)
+        if len(chunk.texts) >= self.batch_size * (LOCAL_BATCHES if local else 1):
             chunk.flusher.cancel()
             self._flush(group, call, deadline)
         answer = await asyncio.shield(chunk.answer)
@@ -113,9 +118,8 @@ class Coalescer:
         if isinstance(body[position], BaseException):  # this text failed on its own
             raise body[position]
         share = answer.size // max(1, len(chunk.texts))
-        return ApiResponse(
-            body[position], _part(answer.usage, chunk.texts, position), answer.attempts, share
-        )
+        part = _size(chunk.texts[position]) / max(1, chunk.size)
+        return ApiResponse(body[position], _part(answer.usage, part), answer.attempts, share)
 
     def _flush(self, group: str, call: Call, deadline: Deadline) -> None:
         chunk = self._chunks.pop(group, None)
@@ -126,7 +130,10 @@ class Coalescer:
             self.sent += 1
             try:
                 return await self.client.post_json(
-                    call._replace(payload={**call.payload, "inputs": texts}), deadline
+                    call._replace(
+                        payload={**call.payload, "inputs": texts}, batch_size=self.batch_size
+                    ),
+                    deadline,
                 )
             except (ResponseTooLargeError, LocalRunError) as exc:
                 if len(texts) < 2:  # the text at fault, alone: its failure is its answer
@@ -153,6 +160,7 @@ class Coalescer:
 @dataclass
 class _Chunk:
     texts: list[Any] = field(default_factory=list)
+    size: int = 0  # of its texts (`_size`)
     answer: asyncio.Future[ApiResponse] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -170,12 +178,15 @@ def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
         future.exception()  # retrieved: no "never retrieved" warning when nobody shares it
 
 
-def _part(usage: Usage, texts: list[Any], position: int) -> Usage:
-    """One text's part of what a chunk cost, by its share of the chunk's characters."""
+def _size(text: Any) -> int:
+    return len(text) if isinstance(text, str) else 1
+
+
+def _part(usage: Usage, fraction: float) -> Usage:
+    """One text's part of what a chunk cost: `fraction`, its share of the chunk's
+    characters."""
     if usage.characters is None and usage.compute_time_s is None:
         return usage
-    sizes = [len(t) if isinstance(t, str) else 1 for t in texts]
-    fraction = sizes[position] / max(1, sum(sizes))
     return Usage(
         characters=None if usage.characters is None else round(usage.characters * fraction),
         compute_time_s=None if usage.compute_time_s is None else usage.compute_time_s * fraction,

@@ -10,7 +10,8 @@ so that the task's own code reads it into the same envelope (`function.tasks`):
          files' sizes when over HF_LOCAL_MAX_MODEL_MB, loaded once per process; at most
          HF_LOCAL_MAX_MODELS stay loaded (the least recently used goes)
       -> its pipeline, in a worker thread, one call at a time per model. A list of inputs
-         is one call: a batch's items come as chunks of `batch_size` (`function.coalescer`)
+         is one call: a batch's items come as chunks of several `batch_size`s
+         (`function.coalescer`), run in order of length `batch_size` texts at a time
       -> the answer, shaped as the API's
 
 Loading and running count against the deadline: past it the run fails as a timeout while
@@ -48,7 +49,7 @@ from function.threads import Worker, bounded
 # What a model needs to load (configs, tokenizers, safetensors weights); never code.
 _FILES = ["*.json", "*.txt", "*.model", "*.safetensors", "*.tiktoken", "*/*.json", "*/*.txt"]
 _WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx")
-# Tasks whose pipeline takes a list of texts: a batch sends them `batch_size` at a time.
+# Tasks whose pipeline takes a list of texts: a batch sends them a chunk at a time.
 LIST_TASKS = frozenset(
     {
         "feature-extraction",
@@ -75,7 +76,9 @@ async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiRe
     started = time.monotonic()
     try:  # the model's own thread: asyncio.run would wait for the default executor's
         body = await bounded(
-            lambda: model.answer(call.payload, deadline.remaining()), deadline, model.worker
+            lambda: model.answer(call.payload, deadline.remaining(), call.batch_size),
+            deadline,
+            model.worker,
         )
     except TimeoutError:
         raise _late(f"Model '{model_id}' did not answer before the deadline") from None
@@ -113,16 +116,16 @@ class Model:
     lock: threading.Lock
     worker: Worker  # runs the calls in turn, on a thread that keeps torch's pool warm
 
-    def answer(self, payload: dict[str, Any], seconds: float) -> Any:
+    def answer(self, payload: dict[str, Any], seconds: float, batch_size: int) -> Any:
         """The answer, within `seconds` where the pipeline can be told (text generation
         stops there); the deadline bounds the wait for the others. A list of texts gets a
-        list of answers, one a text."""
+        list of answers, one a text, run `batch_size` texts at a time."""
         inputs = payload.get("inputs")
         if isinstance(inputs, list) and len(inputs) == 1 and self.task in LIST_TASKS:
             # Pipelines answer a list of one as they answer the text alone: wrap that.
-            return [self.answer({**payload, "inputs": inputs[0]}, seconds)]
+            return [self.answer({**payload, "inputs": inputs[0]}, seconds, batch_size)]
         with self.lock:  # one call at a time: a tokenizer is not safe across threads
-            answer = ANSWERS[self.task](self, payload, seconds)
+            answer = ANSWERS[self.task](self, payload, seconds, batch_size)
         # Sentence models answer lists of floats already; pipelines hold numpy scalars.
         return answer if self.sentence_transformer else _plain(answer)
 
@@ -363,19 +366,36 @@ def _parameters(payload: dict[str, Any], *names: str) -> dict[str, Any]:
     return {name: given[name] for name in names if given.get(name) is not None}
 
 
-def _embed(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
+def _embed(model: Model, payload: dict[str, Any], _seconds: float, batch: int) -> Any:
     texts = payload["inputs"]
     if not model.sentence_transformer:  # token embeddings: [1][tokens][d] a text
         options = {"truncation": True, **_parameters(payload, "truncation")}
+        # One text a forward pass: batched, the pipeline answers each text's padding too.
         return model.pipeline(texts, **options)
     options = _parameters(payload, "prompt_name")
     if "normalize" in (payload.get("parameters") or {}):
         options["normalize_embeddings"] = bool(payload["parameters"]["normalize"])
-    batch = len(texts) if isinstance(texts, list) else 1
-    return model.pipeline.encode(texts, batch_size=max(1, batch), **options).tolist()
+    # encode runs its texts in order of length, `batch` at a time
+    return model.pipeline.encode(texts, batch_size=batch, **options).tolist()
 
 
-def _similarity(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
+def _in_batches(model: Model, inputs: Any, batch: int, **options: Any) -> Any:
+    """The pipeline on a text, or on a list of texts `batch` at a time. A list runs in order
+    of length, as sentence-transformers' `encode` runs its texts, so that a batch pads its
+    texts little; the answers come back in the list's order."""
+    if not isinstance(inputs, list):
+        return model.pipeline(inputs, **options)
+    if getattr(model.pipeline.tokenizer, "pad_token", None) is None:
+        batch = 1  # texts of different lengths cannot go together
+    order = sorted(range(len(inputs)), key=lambda i: len(str(inputs[i])))
+    answers = model.pipeline([inputs[i] for i in order], batch_size=batch, **options)
+    ordered: list[Any] = [None] * len(inputs)
+    for position, answer in zip(order, answers, strict=True):
+        ordered[position] = answer
+    return ordered
+
+
+def _similarity(model: Model, payload: dict[str, Any], _seconds: float, _batch: int) -> Any:
     if not model.sentence_transformer:
         raise LocalModelError(
             f"sentence-similarity runs locally on sentence-transformers models only; "
@@ -388,41 +408,41 @@ def _similarity(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
     return model.pipeline.similarity(source, sentences)[0].tolist()
 
 
-def _classify(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
+def _classify(model: Model, payload: dict[str, Any], _seconds: float, batch: int) -> Any:
     # A long text is cut to what the model reads, as a long ticket must not fail the job.
     options = {"top_k": None, "truncation": True}
     options.update(_parameters(payload, "top_k", "function_to_apply"))
-    return model.pipeline(payload["inputs"], **options)
+    return _in_batches(model, payload["inputs"], batch, **options)
 
 
-def _zero_shot(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
+def _zero_shot(model: Model, payload: dict[str, Any], _seconds: float, batch: int) -> Any:
     options = _parameters(payload, "candidate_labels", "multi_label", "hypothesis_template")
-    return model.pipeline(payload["inputs"], **options)
+    return _in_batches(model, payload["inputs"], batch, **options)
 
 
-def _entities(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
+def _entities(model: Model, payload: dict[str, Any], _seconds: float, batch: int) -> Any:
     options = {"aggregation_strategy": "simple"}
     options.update(_parameters(payload, "aggregation_strategy", "ignore_labels", "stride"))
     stride = options.get("stride")
     if stride is not None and not (isinstance(stride, int) and stride >= 0):
         raise InputError("Invalid input: parameters.stride: expected a whole number, 0 or more")
-    return model.pipeline(payload["inputs"], **options)
+    return _in_batches(model, payload["inputs"], batch, **options)
 
 
-def _fill_mask(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
-    return model.pipeline(payload["inputs"], **_parameters(payload, "top_k", "targets"))
+def _fill_mask(model: Model, payload: dict[str, Any], _seconds: float, batch: int) -> Any:
+    return _in_batches(model, payload["inputs"], batch, **_parameters(payload, "top_k", "targets"))
 
 
-def _answer_question(model: Model, payload: dict[str, Any], _seconds: float) -> Any:
+def _answer_question(model: Model, payload: dict[str, Any], _seconds: float, _batch: int) -> Any:
     options = _parameters(payload, "top_k", "max_answer_len", "handle_impossible_answer")
     return model.pipeline(**payload["inputs"], **options)
 
 
-def _generate_text2text(model: Model, payload: dict[str, Any], seconds: float) -> Any:
+def _generate_text2text(model: Model, payload: dict[str, Any], seconds: float, batch: int) -> Any:
     given = payload.get("parameters") or {}
     options = _generation(given.get("generate_parameters") or {}, seconds)
     options.update(_parameters(payload, "src_lang", "tgt_lang", "truncation"))
-    return model.pipeline(payload["inputs"], **options)
+    return _in_batches(model, payload["inputs"], batch, **options)
 
 
 # What generation may be asked for in this process, and how much of it: nothing else reaches
@@ -473,7 +493,7 @@ def _generation(given: dict[str, Any], seconds: float) -> dict[str, Any]:
     return options
 
 
-def _chat(model: Model, payload: dict[str, Any], seconds: float) -> Any:
+def _chat(model: Model, payload: dict[str, Any], seconds: float, _batch: int) -> Any:
     """A chat model's chat template through the text-generation pipeline, answered as the
     OpenAI-compatible route answers."""
     pipeline, messages = model.pipeline, payload["messages"]
@@ -527,7 +547,7 @@ def _chat(model: Model, payload: dict[str, Any], seconds: float) -> Any:
     }
 
 
-ANSWERS: dict[str, Callable[[Model, dict[str, Any], float], Any]] = {
+ANSWERS: dict[str, Callable[[Model, dict[str, Any], float, int], Any]] = {
     "feature-extraction": _embed,
     "sentence-similarity": _similarity,
     "text-classification": _classify,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,41 @@ def test_every_task_runs_in_process_into_the_same_envelope(local, hf, tmp_path, 
         assert record["prompt_tokens"] > 0
 
 
+def _close(a, b) -> bool:
+    """The same answer, numbers to within float noise (a batch pads its texts)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-4)
+    return a == b
+
+
+LIST_CASES = [
+    (t, TINY[t]) for t in sorted(CASES) if "text" in CASES[t][0] and t != "text-generation"
+] + [("feature-extraction", MINILM)]  # a sentence model: `encode`, not a pipeline
+
+
+@pytest.mark.parametrize(("task", "model"), LIST_CASES)
+def test_a_batch_of_texts_of_every_length_gets_each_text_s_own_answer(local, hf, task, model):
+    """Items run together, several to a forward pass and in order of length: each still
+    gets the answer a run of its text alone gets."""
+    fields = {"candidate_labels": None, **CASES[task][0]}
+    text = fields.pop("text")
+    texts = ["now " * k + text for k in (3, 0, 6, 1, 4)]
+    summary = invoke(
+        {"provider": "local", "model": model, "task": task, **fields, "batch_size": 2}
+        | {"items": [{"id": i, "text": t} for i, t in enumerate(texts)]},
+        remaining_ms=60_000,
+    ).reply
+    assert summary["succeeded"] == len(texts), summary
+    for record, one in zip(summary["results"], texts, strict=True):
+        assert_valid(task, "output", record["result"])
+        alone = run(model=model, task=task, text=one, **fields)
+        assert _close(record["result"], alone["result"]), (one, record["result"], alone["result"])
+
+
 def test_a_chat_answer_has_the_openai_shape_the_router_gives(local, hf):
     envelope = run(
         model=TINY["text-generation"],
@@ -198,17 +234,29 @@ def test_a_model_loads_once_and_the_cache_keeps_at_most_the_set_number(local, hf
 
 def test_a_batch_shares_one_model_and_runs_its_items_in_chunks(local, hf, monkeypatch):
     from function import local as backend
+    from function.coalescer import LOCAL_BATCHES
 
-    sizes: list[int] = []
+    calls: list[tuple[int, int]] = []  # (texts in the call, texts a forward pass)
+    pipelines: list[tuple[list[str], int]] = []
     classify = backend.ANSWERS["text-classification"]
 
-    def counted(model, payload, seconds):
+    def counted(model, payload, seconds, batch):
         inputs = payload["inputs"]
-        sizes.append(len(inputs) if isinstance(inputs, list) else 1)
-        return classify(model, payload, seconds)
+        calls.append((len(inputs) if isinstance(inputs, list) else 1, batch))
+        pipeline = model.pipeline
+
+        class Seen:  # what reaches the pipeline itself
+            tokenizer = pipeline.tokenizer
+
+            def __call__(self, texts, **options):
+                pipelines.append((list(texts), options.get("batch_size", 1)))
+                return pipeline(texts, **options)
+
+        return classify(replace(model, pipeline=Seen()), payload, seconds, batch)
 
     monkeypatch.setitem(backend.ANSWERS, "text-classification", counted)
-    items = [{"id": i, "text": f"my parcel {i} is late"} for i in range(70)]
+    # Lengths out of order: the pipeline sees each chunk shortest first.
+    items = [{"id": i, "text": "late " * (1 + i * 7 % 11) + str(i)} for i in range(70)]
     summary = invoke(
         {
             "provider": "local",
@@ -216,13 +264,19 @@ def test_a_batch_shares_one_model_and_runs_its_items_in_chunks(local, hf, monkey
             "task": "text-classification",
             "candidate_labels": None,
             "items": items,
-            "batch_size": 16,
+            "batch_size": 4,
         },
         remaining_ms=60_000,
     ).reply
     assert summary["succeeded"] == 70, summary
     assert [r["id"] for r in summary["results"]] == list(range(70))
-    assert sum(sizes) == 70 and max(sizes) <= 16 and len(sizes) < 70 / 4
+    assert sum(n for n, _ in calls) == 70 and max(n for n, _ in calls) <= 4 * LOCAL_BATCHES
+    assert len(calls) < 70 / 4 and {b for _, b in calls} == {4}
+    for texts, batch in pipelines:
+        assert batch == 4 and [len(t) for t in texts] == sorted(len(t) for t in texts)
+    # Each answer is its own text's: a single run of a text gives the same labels.
+    one = run(model=TINY["text-classification"], task="text-classification", text=items[5]["text"])
+    assert summary["results"][5]["result"] == one["result"]
     assert local == [(TINY["text-classification"], "text-classification")]
 
 
