@@ -1,11 +1,10 @@
 """In front of the API client in a batch: identical requests within a run are sent once,
 and single-text feature-extraction requests (and, run locally, the requests of every task
 whose pipeline takes a list) go `batch_size` texts at a time (the answer is split back per
-text). In this process a chunk holds `LOCAL_BATCHES` batches: the model runs them in order
-of length, so that a batch pads its texts little, as `SentenceTransformer.encode` does. A
-chunk whose answer would be over the size limit is sent again in halves, so big embedding
-batches stay within `HF_MAX_RESPONSE_BYTES`; so is a local chunk whose pipeline fails,
-until the text at fault fails alone.
+text). In this process a chunk holds as many batches as the model runs in a few seconds
+(`function.local.chunk_size`). A chunk whose answer would be over the size limit is sent
+again in halves, so big embedding batches stay within `HF_MAX_RESPONSE_BYTES`; so is a
+local chunk whose pipeline fails, until the text at fault fails alone.
 """
 
 from __future__ import annotations
@@ -20,10 +19,9 @@ from function.cache import request_key
 from function.client import LOCAL, ApiResponse, Call, Deadline, Fetcher
 from function.envelope import Usage
 from function.errors import LocalRunError, ResponseTooLargeError
-from function.local import LIST_TASKS
+from function.local import LIST_TASKS, chunk_size
 
 FLUSH_AFTER_S = 0.005  # a chunk waits this long for more texts before it is sent
-LOCAL_BATCHES = 8
 
 
 CACHE_BYTES = 16 * 1024 * 1024  # answers kept for identical requests, by their size
@@ -107,7 +105,7 @@ class Coalescer:
         chunk.texts.append(call.payload["inputs"])
         chunk.size += _size(call.payload["inputs"])
         local = call.url.startswith(LOCAL)
-        if len(chunk.texts) >= self.batch_size * (LOCAL_BATCHES if local else 1):
+        if len(chunk.texts) >= (chunk_size(call, self.batch_size) if local else self.batch_size):
             chunk.flusher.cancel()
             self._flush(group, call, deadline)
         answer = await asyncio.shield(chunk.answer)

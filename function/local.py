@@ -61,6 +61,7 @@ LIST_TASKS = frozenset(
         "translation",
     }
 )
+CHUNK_S, CHUNK_BATCHES = 2.0, 8  # a batch's call to a model: about this long, at most
 EXTRA = "pip install 'hf-run-job[local]' (with a CPU build of torch: see the README)"
 
 
@@ -73,13 +74,14 @@ async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiRe
             model = await asyncio.shield(asyncio.wrap_future(loading))
     except TimeoutError:
         raise _late(f"Model '{model_id}' did not finish loading before the deadline") from None
-    started = time.monotonic()
+
+    def answer() -> tuple[Any, float]:
+        started = time.monotonic()  # in the model's thread: its work, not the wait for it
+        body = model.answer(call.payload, deadline.remaining(), call.batch_size)
+        return body, time.monotonic() - started
+
     try:  # the model's own thread: asyncio.run would wait for the default executor's
-        body = await bounded(
-            lambda: model.answer(call.payload, deadline.remaining(), call.batch_size),
-            deadline,
-            model.worker,
-        )
+        body, seconds = await bounded(answer, deadline, model.worker)
     except TimeoutError:
         raise _late(f"Model '{model_id}' did not answer before the deadline") from None
     except (InputError, LocalModelError):
@@ -89,8 +91,24 @@ async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiRe
             f"The local {task} pipeline of model '{model_id}' failed: "
             f"{type(exc).__name__}: {str(exc)[:300]}"
         ) from None
-    usage = Usage(compute_time_s=round(time.monotonic() - started, 4), compute_type="local")
+    if isinstance(call.payload.get("inputs"), list) and call.payload["inputs"]:
+        model.seconds_a_text = seconds / len(call.payload["inputs"])
+    usage = Usage(compute_time_s=round(seconds, 4), compute_type="local")
     return ApiResponse(body, usage, attempts=1, size=_size(body))
+
+
+def chunk_size(call: Call, batch_size: int) -> int:
+    """How many texts of a batch go to the model as one call: as many `batch_size`s as it
+    runs in `CHUNK_S`, by its last list (at most `CHUNK_BATCHES`; one until it has run a
+    list). It runs them in order of length, so that a batch pads its texts little, as
+    `SentenceTransformer.encode` runs its texts, and a slow model's call still ends well
+    before a deadline."""
+    model_id, _, task = call.url.removeprefix(f"{LOCAL}/models/").partition("/pipeline/")
+    model = MODELS.loaded(model_id, task)
+    if model is None or not model.seconds_a_text:
+        return batch_size
+    batches = int(CHUNK_S / (model.seconds_a_text * batch_size))
+    return batch_size * max(1, min(CHUNK_BATCHES, batches))
 
 
 def _late(message: str) -> UpstreamTimeoutError:
@@ -115,6 +133,7 @@ class Model:
     sentence_transformer: bool
     lock: threading.Lock
     worker: Worker  # runs the calls in turn, on a thread that keeps torch's pool warm
+    seconds_a_text: float | None = None  # as its last list of texts took
 
     def answer(self, payload: dict[str, Any], seconds: float, batch_size: int) -> Any:
         """The answer, within `seconds` where the pipeline can be told (text generation
@@ -159,6 +178,14 @@ class Models:
         )
         thread.start()
         return loading
+
+    def loaded(self, model_id: str, task: str) -> Model | None:
+        """The model if it has loaded (else None), without loading it."""
+        with self._lock:
+            known = self._models.get((model_id, task))
+        if known is None or not known.done() or known.exception() is not None:
+            return None
+        return known.result()
 
     def _load(self, key: tuple[str, str], loading: Future[Model], settings: Settings) -> None:
         try:

@@ -352,6 +352,36 @@ def test_a_local_chunk_that_fails_is_split_until_the_text_at_fault_fails_alone()
     assert len(recorder.sent) <= 2 * len(texts)
 
 
+@pytest.mark.parametrize(
+    ("seconds_a_text", "texts_a_call"),
+    [
+        (None, 4),  # not timed yet: one batch
+        (0.001, 4 * 8),  # fast: as many batches as run in CHUNK_S, at most CHUNK_BATCHES
+        (0.125, 4 * 4),
+        (2.0, 4),  # slow: one batch, to end well before a deadline
+    ],
+)
+def test_a_local_call_holds_the_batches_its_model_runs_in_a_few_seconds(
+    monkeypatch, seconds_a_text, texts_a_call
+):
+    import threading
+    from concurrent.futures import Future
+
+    from function import local
+    from function.threads import Worker
+
+    assert (local.CHUNK_S, local.CHUNK_BATCHES) == (2.0, 8)  # the figures above are for them
+    model = local.Model("m", "feature-extraction", None, True, threading.Lock(), Worker("w"))
+    model.seconds_a_text = seconds_a_text
+    loaded: Future[local.Model] = Future()
+    loaded.set_result(model)
+    monkeypatch.setitem(local.MODELS._models, ("m", "feature-extraction"), loaded)
+    call = Call("local:/models/m/pipeline/feature-extraction", {"inputs": "x"}, "m")
+    assert local.chunk_size(call, 4) == texts_a_call
+    other = call._replace(url="local:/models/other/pipeline/feature-extraction")
+    assert local.chunk_size(other, 4) == 4  # a model not loaded: one batch
+
+
 async def _gathered(recorder: Recorder, texts: list[str], url: str) -> list[Any]:
     coalescer = Coalescer(recorder, batch_size=8)
     calls = [coalescer.post_json(Call(url, {"inputs": t}, "m"), Deadline(5)) for t in texts]
