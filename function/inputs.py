@@ -117,7 +117,8 @@ MAX_FALLBACK = 8  # alternates after the primary: each needs its share of the de
 class ChatMessage(BaseModel):
     """One message of a chat: `{role, content}`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Validated inside RunInputs' schema: its own validator is built only if used alone.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     role: Literal["system", "user", "assistant"]
     content: str = Field(min_length=1)
@@ -128,7 +129,7 @@ class Alternate(BaseModel):
     whose `model`, `provider` and `endpoint` replace the run's (without `model`, the run's
     model on another provider or endpoint)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # as ChatMessage
 
     model: str | None = None
     provider: str | None = None
