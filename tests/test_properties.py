@@ -48,11 +48,22 @@ def examples(normal: int, fuzz: int) -> settings:
 # -- generators ----------------------------------------------------------------------------------
 
 
+class Nested(list):
+    """A list `depth` lists deep, that a failing case prints as `nested(depth)`: printed
+    whole, it would take hypothesis's printer past the recursion limit and hide the failure."""
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        depth, value = 0, self
+        while isinstance(value, list) and value:
+            depth, value = depth + 1, value[0]
+        printer.text(f"nested({depth})")
+
+
 def nested(depth: int) -> Any:
     value: Any = "x"
-    for _ in range(depth):
+    for _ in range(depth - 1):
         value = [value]
-    return value
+    return Nested([value])
 
 
 lone_surrogates = st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1)
