@@ -1,5 +1,3 @@
-import sys
+from function.cli import command
 
-from function.cli import main
-
-sys.exit(main())
+command()

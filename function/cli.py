@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from function.runs import Sink
@@ -1061,5 +1062,19 @@ def _print(value: Any) -> None:
     sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
 
 
+def command() -> NoReturn:
+    """The `hf-run-job` command: `main`, then out. After a local run the process leaves
+    without the interpreter's teardown, once its output is out: a batch that stopped at its
+    deadline or on a signal leaves its model computing in a thread, and torch's teardown
+    under it aborts the process (exit 134, not the batch's own 1 or 130)."""
+    code = main()
+    if "torch" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()

@@ -2,7 +2,7 @@
 and single-text feature-extraction requests (and, run locally, the requests of every task
 whose pipeline takes a list) go `batch_size` texts at a time (the answer is split back per
 text). In this process a chunk holds as many batches as the model runs in a few seconds
-(`function.local.chunk_size`). A chunk whose answer would be over the size limit is sent
+(`function.local.chunk_full`). A chunk whose answer would be over the size limit is sent
 again in halves, so big embedding batches stay within `HF_MAX_RESPONSE_BYTES`; so is a
 local chunk whose pipeline fails, until the text at fault fails alone.
 """
@@ -19,7 +19,7 @@ from function.cache import request_key
 from function.client import LOCAL, ApiResponse, Call, Deadline, Fetcher
 from function.envelope import Usage
 from function.errors import LocalRunError, ResponseTooLargeError
-from function.local import LIST_TASKS, chunk_size
+from function.local import LIST_TASKS, chunk_full
 
 FLUSH_AFTER_S = 0.005  # a chunk waits this long for more texts before it is sent
 
@@ -104,8 +104,11 @@ class Coalescer:
         position = len(chunk.texts)
         chunk.texts.append(call.payload["inputs"])
         chunk.size += _size(call.payload["inputs"])
-        local = call.url.startswith(LOCAL)
-        if len(chunk.texts) >= (chunk_size(call, self.batch_size) if local else self.batch_size):
+        if (
+            chunk_full(call, len(chunk.texts), chunk.size, self.batch_size)
+            if call.url.startswith(LOCAL)
+            else len(chunk.texts) >= self.batch_size
+        ):
             chunk.flusher.cancel()
             self._flush(group, call, deadline)
         answer = await asyncio.shield(chunk.answer)

@@ -78,7 +78,11 @@ async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiRe
     def answer() -> tuple[Any, float]:
         started = time.monotonic()  # in the model's thread: its work, not the wait for it
         body = model.answer(call.payload, deadline.remaining(), call.batch_size)
-        return body, time.monotonic() - started
+        seconds = time.monotonic() - started
+        texts = call.payload.get("inputs")
+        if isinstance(texts, list) and texts:  # timed here: also when the run stopped waiting
+            model.seconds_a_char = seconds / max(1, sum(len(str(t)) for t in texts))
+        return body, seconds
 
     try:  # the model's own thread: asyncio.run would wait for the default executor's
         body, seconds = await bounded(answer, deadline, model.worker)
@@ -91,24 +95,25 @@ async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiRe
             f"The local {task} pipeline of model '{model_id}' failed: "
             f"{type(exc).__name__}: {str(exc)[:300]}"
         ) from None
-    if isinstance(call.payload.get("inputs"), list) and call.payload["inputs"]:
-        model.seconds_a_text = seconds / len(call.payload["inputs"])
     usage = Usage(compute_time_s=round(seconds, 4), compute_type="local")
     return ApiResponse(body, usage, attempts=1, size=_size(body))
 
 
-def chunk_size(call: Call, batch_size: int) -> int:
-    """How many texts of a batch go to the model as one call: as many `batch_size`s as it
-    runs in `CHUNK_S`, by its last list (at most `CHUNK_BATCHES`; one until it has run a
-    list). It runs them in order of length, so that a batch pads its texts little, as
-    `SentenceTransformer.encode` runs its texts, and a slow model's call still ends well
-    before a deadline."""
+def chunk_full(call: Call, texts: int, characters: int, batch_size: int) -> bool:
+    """Whether a batch's chunk of `texts` texts (`characters` long) goes to the model now,
+    as one call: once it holds a batch (`batch_size` texts) and, by the model's last list,
+    takes `CHUNK_S` to run, or at `CHUNK_BATCHES` batches. The model runs a call's texts in
+    order of length, so that a batch pads its texts little, as `SentenceTransformer.encode`
+    runs its texts; and a call, timed by its characters (long texts after short ones
+    included), still ends well before a deadline."""
+    if texts >= batch_size * CHUNK_BATCHES:
+        return True
+    if texts < batch_size:
+        return False
     model_id, _, task = call.url.removeprefix(f"{LOCAL}/models/").partition("/pipeline/")
     model = MODELS.loaded(model_id, task)
-    if model is None or not model.seconds_a_text:
-        return batch_size
-    batches = int(CHUNK_S / (model.seconds_a_text * batch_size))
-    return batch_size * max(1, min(CHUNK_BATCHES, batches))
+    speed = None if model is None else model.seconds_a_char  # one batch until timed
+    return speed is None or not characters * speed < CHUNK_S
 
 
 def _late(message: str) -> UpstreamTimeoutError:
@@ -133,7 +138,7 @@ class Model:
     sentence_transformer: bool
     lock: threading.Lock
     worker: Worker  # runs the calls in turn, on a thread that keeps torch's pool warm
-    seconds_a_text: float | None = None  # as its last list of texts took
+    seconds_a_char: float | None = None  # as its last list of texts took
 
     def answer(self, payload: dict[str, Any], seconds: float, batch_size: int) -> Any:
         """The answer, within `seconds` where the pipeline can be told (text generation

@@ -282,6 +282,36 @@ def test_a_batch_shares_one_model_and_runs_its_items_in_chunks(local, hf, monkey
     assert local == [(TINY["text-classification"], "text-classification")]
 
 
+def test_a_call_that_outlasts_the_deadline_still_times_the_model(local, hf, monkeypatch):
+    """Timed in the model's thread: the continuation's calls are sized by the slow call
+    that the run stopped waiting for, not by an older, faster one (they would repeat it)."""
+    import time
+
+    from function import local as backend
+
+    classify = backend.ANSWERS["text-classification"]
+
+    def slow(model, payload, seconds, batch):
+        texts = payload["inputs"]
+        time.sleep(0.004 * sum(len(t) for t in texts))  # 1.6 s for 4 texts of 100
+        return classify(model, payload, seconds, batch)
+
+    monkeypatch.setitem(backend.ANSWERS, "text-classification", slow)
+    event = {
+        "provider": "local",
+        "model": TINY["text-classification"],
+        "task": "text-classification",
+        "candidate_labels": None,
+        "items": [{"id": i, "text": f"{i:03d} " + "x" * 96} for i in range(8)],
+        "batch_size": 4,
+    }
+    summary = invoke(event, remaining_ms=1500).reply
+    assert summary["succeeded"] == 0 and summary["continued"] == 8, summary
+    time.sleep(2.0)  # the call the run stopped waiting for ends in the model's thread
+    model = backend.MODELS.loaded(TINY["text-classification"], "text-classification")
+    assert model is not None and model.seconds_a_char >= 0.004
+
+
 def test_a_failing_api_falls_back_to_the_model_in_process(local, hf, env):
     env.setenv("HUGGINGFACE_API_KEY", "hf_fallbackToken0123456789abcdef")
     env.setenv("HF_MAX_RETRIES", "0")
@@ -405,6 +435,48 @@ def test_the_cli_runs_a_model_locally_with_no_token(local_models, tmp_path: Path
     assert done.returncode == 0, done.stderr
     scores = json.loads(done.stdout)["result"]
     assert scores[0] > 0.99 and scores[1] < scores[0]
+
+
+def test_a_local_batch_interrupted_while_its_model_runs_exits_130_with_nothing_lost(
+    local_models, tmp_path: Path
+):
+    """Ctrl-C while torch computes a chunk in its thread: the summary, the records and the
+    continuation are written, and the process exits 130 (torch's teardown aborted it: 134)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    texts = [f"ticket {i}: " + "my parcel is late again " * 40 for i in range(3000)]
+    source.write_text("".join(json.dumps(t) + "\n" for t in texts))
+    command = [sys.executable, "-m", "function", "batch", "--input", str(source)]
+    command += ["--output", str(output), "--provider", "local", "--task", "feature-extraction"]
+    command += ["--model", MINILM, "--label", "null", "--batch-size", "8"]
+    env = {k: v for k, v in os.environ.items() if k != "HUGGINGFACE_API_KEY"}
+    env["RESULTS_URI"] = str(tmp_path / "runs")
+    process = subprocess.Popen(
+        command,
+        cwd=Path(__file__).parent.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    while "progress" not in process.stderr.readline():  # the model has answered a chunk
+        assert process.poll() is None, process.stderr.read()
+    time.sleep(0.5)  # inside the next chunk's forward passes
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    summary = json.loads(stdout.splitlines()[-1])
+    continued = Path(summary["continuation"]).read_text().splitlines()
+    written = output.read_text().splitlines()
+    assert len(written) + len(continued) == len(texts) and continued
+    ids = [json.loads(line)["id"] for line in written + continued]
+    assert sorted(ids) == list(range(len(texts)))
 
 
 def test_without_a_token_make_run_s_envelope_stays_and_stderr_points_to_run_local():

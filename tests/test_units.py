@@ -353,16 +353,18 @@ def test_a_local_chunk_that_fails_is_split_until_the_text_at_fault_fails_alone()
 
 
 @pytest.mark.parametrize(
-    ("seconds_a_text", "texts_a_call"),
+    ("seconds_a_char", "length", "texts_a_call"),
     [
-        (None, 4),  # not timed yet: one batch
-        (0.001, 4 * 8),  # fast: as many batches as run in CHUNK_S, at most CHUNK_BATCHES
-        (0.125, 4 * 4),
-        (2.0, 4),  # slow: one batch, to end well before a deadline
+        (None, 10, 4),  # not timed yet: one batch
+        (1e-5, 10, 4 * 8),  # fast: as many texts as run in CHUNK_S, at most CHUNK_BATCHES
+        (0.01, 10, 20),  # 20 texts of 10 characters: 2 s
+        (0.01, 1000, 4),  # the same model on long texts: one batch, not 20 texts
+        (2.0, 10, 4),  # slow: one batch, however long it takes
+        (float("nan"), 10, 4),
     ],
 )
-def test_a_local_call_holds_the_batches_its_model_runs_in_a_few_seconds(
-    monkeypatch, seconds_a_text, texts_a_call
+def test_a_local_call_holds_the_texts_its_model_runs_in_a_few_seconds(
+    monkeypatch, seconds_a_char, length, texts_a_call
 ):
     import threading
     from concurrent.futures import Future
@@ -372,14 +374,17 @@ def test_a_local_call_holds_the_batches_its_model_runs_in_a_few_seconds(
 
     assert (local.CHUNK_S, local.CHUNK_BATCHES) == (2.0, 8)  # the figures above are for them
     model = local.Model("m", "feature-extraction", None, True, threading.Lock(), Worker("w"))
-    model.seconds_a_text = seconds_a_text
+    model.seconds_a_char = seconds_a_char
     loaded: Future[local.Model] = Future()
     loaded.set_result(model)
     monkeypatch.setitem(local.MODELS._models, ("m", "feature-extraction"), loaded)
-    call = Call("local:/models/m/pipeline/feature-extraction", {"inputs": "x"}, "m")
-    assert local.chunk_size(call, 4) == texts_a_call
-    other = call._replace(url="local:/models/other/pipeline/feature-extraction")
-    assert local.chunk_size(other, 4) == 4  # a model not loaded: one batch
+
+    def first_full(url: str) -> int:
+        call = Call(url, {"inputs": "x" * length}, "m")
+        return next(n for n in range(1, 100) if local.chunk_full(call, n, n * length, 4))
+
+    assert first_full("local:/models/m/pipeline/feature-extraction") == texts_a_call
+    assert first_full("local:/models/other/pipeline/feature-extraction") == 4  # not loaded
 
 
 async def _gathered(recorder: Recorder, texts: list[str], url: str) -> list[Any]:
