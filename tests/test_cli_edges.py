@@ -236,6 +236,26 @@ def test_an_interrupted_batch_writes_what_it_has_and_continues_the_rest(hf, resu
     assert summary["succeeded"] == len(written) and summary["continued"] == len(rest)
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("abc", "expected a whole number, got 'abc'"),
+        ("1.5", "expected a whole number"),
+        ("0", "must be 1 or more"),
+        ("2000", "must be at most 1024"),
+    ],
+)
+@pytest.mark.parametrize("flag", ["--batch-size", "--concurrency"])
+def test_a_bad_worker_option_names_the_flag_and_what_it_takes(
+    hf, results, tmp_path, flag, value, expected
+):
+    source = tmp_path / "in.jsonl"
+    source.write_text('"a"\n')
+    done = cli("batch", "--input", str(source), flag, value, hf=hf, results=results)
+    assert done.returncode == 2
+    assert f"argument {flag}: {expected}" in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("rate", ["0", "-1", "nan", "inf", "fast"])
 def test_rate_must_be_a_positive_number_on_the_cli(hf, results, tmp_path, rate):
     source = tmp_path / "in.jsonl"
