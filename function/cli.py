@@ -10,6 +10,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -854,19 +856,22 @@ class SinkError(Exception):
     """The run records cannot be read (`history`, `show`, `usage`, `report`): exit 1."""
 
 
-def _read_errors() -> tuple[type[BaseException], ...]:
-    """What reading the records can raise (evaluated only when something was raised)."""
-    from botocore.exceptions import BotoCoreError, ClientError
+@contextmanager
+def _reading(uri: str | None) -> Iterator[None]:
+    """Reading the run records (`history`, `show`, `usage`, `report`): what goes wrong
+    there (a file, S3, bad data) is a SinkError that says where (exit 1)."""
+    try:
+        yield
+    except Exception as exc:
+        from botocore.exceptions import BotoCoreError, ClientError  # only when raised
 
-    return (OSError, ValueError, BotoCoreError, ClientError)
+        if not isinstance(exc, OSError | ValueError | BotoCoreError | ClientError):
+            raise
+        from function.aws import describe
+        from function.settings import load_settings
 
-
-def _reading(uri: str | None, error: BaseException) -> SinkError:
-    from function.aws import describe
-    from function.settings import load_settings
-
-    where = uri or load_settings().results_uri
-    return SinkError(f"cannot read the run records in {where}: {describe(error)}")
+        where = uri or load_settings().results_uri
+        raise SinkError(f"cannot read the run records in {where}: {describe(exc)}") from None
 
 
 def _usage(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -876,11 +881,9 @@ def _usage(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.since and args.until and args.since > args.until:
         parser.error(f"--since {args.since} is after --until {args.until}: no day is in between")
     prices = usage.price_table(load_settings().prices)
-    try:
+    with _reading(args.results):
         runs = _sink(args.results).runs(since=args.since)
         groups, total = usage.usage(runs, args.by, prices, args.since, args.until)
-    except _read_errors() as exc:
-        raise _reading(args.results, exc) from None
     if not total.runs:
         sys.stderr.write("No run records in this period.\n")
     if args.json:
@@ -918,10 +921,8 @@ def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             f"--presign needs the page on S3: --out s3://bucket/key or REPORT_URI (not {target})"
         )
     if args.out is not None or not args.presign:
-        try:
+        with _reading(args.results):
             page = page_of(_sink(args.results), settings, args.since)
-        except _read_errors() as exc:
-            raise _reading(args.results, exc) from None
     try:
         if args.out is not None or not args.presign:
             print(f"Wrote {put_page(page, target, settings)}", file=sys.stderr)
@@ -935,15 +936,13 @@ def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _history(args: argparse.Namespace) -> int:
     runs = []
-    try:
+    with _reading(args.results):
         for records in _sink(args.results).runs(since=args.since):
             if args.failed and all(r.get("success") for r in records):  # a batch: all items ok
                 continue
             runs.append(records)
             if len(runs) >= args.limit:
                 break
-    except _read_errors() as exc:
-        raise _reading(args.results, exc) from None
     rows = [_history_row(records) for records in runs]
     header = ("TIME (UTC)", "RUN ID", "TRIGGER", "MODEL", "SUCCESS", "DURATION", "CHARACTERS")
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
@@ -987,10 +986,8 @@ def _history_row(records: list[dict[str, Any]]) -> tuple[str, ...]:
 
 
 def _show(args: argparse.Namespace) -> int:
-    try:
+    with _reading(args.results):
         records = _sink(args.results).run(args.run_id)
-    except _read_errors() as exc:
-        raise _reading(args.results, exc) from None
     if not records:
         sys.stderr.write(f"No run {args.run_id!r} in the results sink.\n")
         return EXIT_FAILED

@@ -495,3 +495,30 @@ def test_a_continuation_of_a_batch_with_a_run_config_resumes_with_it(hf, results
     assert {r["model"] for r in records} == {"org/custom"}
     sent = {tuple(r.json["parameters"]["candidate_labels"]) for r in hf.requests}
     assert sent == {("x", "y")}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["history"], ["usage"], ["show", "20261201T000000000Z-abcdef12"], ["report", "--out", "-"]],
+)
+def test_records_that_cannot_be_read_are_a_clear_failure_naming_where(command, tmp_path):
+    """An S3 sink that does not answer: exit 1 and one line that says where, no traceback."""
+    import socket
+
+    from tests.conftest import run_cli
+
+    with socket.socket() as free:  # a port on this machine that nobody listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    out = ["--out", str(tmp_path / "r.html")] if command[0] == "report" else []
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
+    done = run_cli(*(command[:1] if out else command), *out, "--results", "s3://bucket/p", env=env)
+    assert done.returncode == 1, done.stderr
+    assert "cannot read the run records in s3://bucket/p" in done.stderr
+    assert "Traceback" not in done.stderr
