@@ -26,8 +26,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+# The shared reference beside the repository when it is there, else the copy the repository
+# carries (tests/reference: the same files), so that a clone anywhere runs its tests.
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference"
 REFERENCE_DIR = Path(
-    os.environ.get("HF_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference")
+    os.environ.get(
+        "HF_REFERENCE_DIR", _SHARED if _SHARED.is_dir() else Path(__file__).parent / "reference"
+    )
 )
 RECORDINGS_DIR = REFERENCE_DIR / "recorded-responses"
 PREFIX = "/hf-inference"
