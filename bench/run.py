@@ -234,7 +234,9 @@ async def transport_cost(endpoint: str, transport: str, requests: int) -> tuple[
     return requests / elapsed, cpu / requests * 1000
 
 
-def local_rows(python: str, items: int, rss_items: int) -> list[tuple[str, str, str, str]]:
+def local_rows(
+    python: str, items: int, mixed_items: int, rss_items: int
+) -> list[tuple[str, str, str, str]]:
     """provider: local (bench/local.py, in a Python that has the [local] extra)."""
 
     def run(*args: str) -> dict:
@@ -248,12 +250,19 @@ def local_rows(python: str, items: int, rss_items: int) -> list[tuple[str, str, 
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     rates = run("measure", str(items))
+    mixed = run("mixed", str(mixed_items))
     rss_small, rss_large = run("rss", "1000")["rss"], run("rss", str(rss_items))["rss"]
     return [
         (
             f"local feature-extraction items/s vs SentenceTransformer.encode ({items:,} texts)",
             f"{rates['ours']:.0f} / {rates['encode']:.0f}",
             f"{rates['ours'] / rates['encode']:.2f}",
+            ">= 0.9",
+        ),
+        (
+            f"the same on texts of 4 to 360 words ({mixed_items:,} texts)",
+            f"{mixed['ours']:.1f} / {mixed['encode']:.1f}",
+            f"{mixed['ours'] / mixed['encode']:.2f}",
             ">= 0.9",
         ),
         (
@@ -277,6 +286,7 @@ def main() -> None:
     parser.add_argument("--rss-items", type=int, default=100_000)
     parser.add_argument("--cold-runs", type=int, default=40)
     parser.add_argument("--local-items", type=int, default=4000)
+    parser.add_argument("--local-mixed-items", type=int, default=1000)
     parser.add_argument("--per-item-invocations", type=int, default=300)
     parser.add_argument("--memory-mb", type=int, default=512, help="the template's default")
     parser.add_argument("--local-rss-items", type=int, default=20_000)
@@ -402,7 +412,9 @@ def main() -> None:
         )
     )
 
-    rows += local_rows(args.local_python, args.local_items, args.local_rss_items)
+    rows += local_rows(
+        args.local_python, args.local_items, args.local_mixed_items, args.local_rss_items
+    )
 
     ours_cold, deps_cold, declared_cold, hub_cold = cold_starts(
         [

@@ -1,16 +1,26 @@
 """In front of the API client in a batch: identical requests within a run are sent once,
-and single-text feature-extraction requests (and, run locally, the requests of every task
-whose pipeline takes a list) go `batch_size` texts at a time (the answer is split back per
-text). In this process a chunk holds as many batches as the model runs in a few seconds
-(`function.local.chunk_full`). A chunk whose answer would be over the size limit is sent
-again in halves, so big embedding batches stay within `HF_MAX_RESPONSE_BYTES`; so is a
-local chunk whose pipeline fails, until the text at fault fails alone.
+and single-text requests that can go as one list are sent as lists, the answer split back
+per text:
+
+- feature-extraction on the API: `batch_size` texts a request, or what came within
+  `FLUSH_AFTER_S`; the requests go in parallel (the limiter bounds them);
+- every task whose pipeline takes a list, in this process (`provider: local`): the texts
+  that came while the model was busy run in order of length, `batch_size` a call, so that a
+  call pads its texts little (as `SentenceTransformer.encode` orders its texts). At most
+  `AT_THE_MODEL` calls wait at the model: one runs while the next is ready.
+
+Each text is answered as soon as its own call returns. A call whose answer would be over
+the size limit is sent again in halves, so big embedding batches stay within
+`HF_MAX_RESPONSE_BYTES`; so is a local call whose pipeline fails, until the text at fault
+fails alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import OrderedDict
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,13 +28,42 @@ from function import jsontext
 from function.cache import request_key
 from function.client import LOCAL, ApiResponse, Call, Deadline, Fetcher
 from function.envelope import Usage
-from function.errors import LocalRunError, ResponseTooLargeError
-from function.local import LIST_TASKS, chunk_full
+from function.errors import LocalRunError, ResponseTooLargeError, UpstreamTimeoutError
+from function.local import LIST_TASKS
 
-FLUSH_AFTER_S = 0.005  # a chunk waits this long for more texts before it is sent
-
-
+FLUSH_AFTER_S = 0.005  # the first texts of a list wait this long for more
+AT_THE_MODEL = 2  # a local model's calls sent and not yet answered, at most
 CACHE_BYTES = 16 * 1024 * 1024  # answers kept for identical requests, by their size
+
+
+@dataclass
+class _Text:
+    """One text of a list to send, and its own part of the answer."""
+
+    text: Any
+    call: Call
+    deadline: Deadline
+    answer: asyncio.Future[ApiResponse]
+    dropped: bool = False  # nobody waits for it any more: not sent
+
+    @property
+    def size(self) -> int:
+        return len(self.text) if isinstance(self.text, str) else 1
+
+
+@dataclass
+class _Lot:
+    """The texts of one model, task and parameters still to send."""
+
+    waiting: list[_Text] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None  # on the API: sends what came meanwhile
+    runner: asyncio.Task[None] | None = None  # in this process: feeds the model
+    at_the_model: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(AT_THE_MODEL))
+
+    def take(self) -> list[_Text]:
+        texts = [t for t in self.waiting if not t.dropped]
+        self.waiting = []
+        return texts
 
 
 class Coalescer:
@@ -43,7 +82,7 @@ class Coalescer:
         self._held = 0  # bytes of the answers kept
         self._sizes: dict[str, int] = {}
         self._answers: OrderedDict[str, asyncio.Future[ApiResponse]] = OrderedDict()
-        self._chunks: dict[str, _Chunk] = {}
+        self._lots: dict[str, _Lot] = {}
         self._sending: set[asyncio.Task[None]] = set()
         self.sent = 0
 
@@ -58,8 +97,8 @@ class Coalescer:
         future: asyncio.Future[ApiResponse] = asyncio.get_running_loop().create_future()
         self._answers[key] = future
         try:
-            if _embeddable(call) and self.batch_size > 1:
-                answer = await self._embed(call, deadline)
+            if _listable(call) and self.batch_size > 1:
+                answer = await self._in_a_list(call, deadline)
             else:
                 self.sent += 1
                 answer = await self.client.post_json(call, deadline)
@@ -85,87 +124,121 @@ class Coalescer:
 
     async def aclose(self) -> None:
         """Stop what is still being sent (the batch has stopped waiting for it)."""
-        for chunk in self._chunks.values():
-            chunk.flusher.cancel()
-        self._chunks.clear()
+        for lot in self._lots.values():
+            if lot.timer is not None:
+                lot.timer.cancel()
+            if lot.runner is not None:
+                lot.runner.cancel()
+            for text in lot.take():
+                text.answer.cancel()
+        self._lots.clear()
         for task in list(self._sending):
             task.cancel()
         await asyncio.gather(*self._sending, return_exceptions=True)
 
-    async def _embed(self, call: Call, deadline: Deadline) -> ApiResponse:
+    async def _in_a_list(self, call: Call, deadline: Deadline) -> ApiResponse:
+        loop = asyncio.get_running_loop()
         parameters = jsontext.dumps(call.payload.get("parameters") or {}, sort_keys=True)
-        group = f"{call.url}\n{parameters}"
-        chunk = self._chunks.get(group)
-        if chunk is None:
-            chunk = self._chunks[group] = _Chunk()
-            chunk.flusher = asyncio.get_running_loop().call_later(
-                FLUSH_AFTER_S, lambda: self._flush(group, call, deadline)
+        lot = self._lots.setdefault(f"{call.url}\n{parameters}", _Lot())
+        text = _Text(call.payload["inputs"], call, deadline, loop.create_future())
+        lot.waiting.append(text)
+        if call.url.startswith(LOCAL):
+            if lot.runner is None:
+                lot.runner = self._start(self._feed(lot))
+        elif len(lot.waiting) >= self.batch_size:
+            self._send_waiting(lot)
+        elif lot.timer is None:
+            lot.timer = loop.call_later(FLUSH_AFTER_S, self._send_waiting, lot)
+        # A list is sent by the latest deadline of its texts; each text waits to its own.
+        remaining = deadline.remaining()
+        try:
+            async with asyncio.timeout(None if math.isinf(remaining) else remaining):
+                return await asyncio.shield(text.answer)
+        except TimeoutError:
+            text.dropped = True
+            error = UpstreamTimeoutError(
+                f"The run's deadline came before model '{call.model}' answered"
             )
-        position = len(chunk.texts)
-        chunk.texts.append(call.payload["inputs"])
-        chunk.size += _size(call.payload["inputs"])
-        if (
-            chunk_full(call, len(chunk.texts), chunk.size, self.batch_size)
-            if call.url.startswith(LOCAL)
-            else len(chunk.texts) >= self.batch_size
-        ):
-            chunk.flusher.cancel()
-            self._flush(group, call, deadline)
-        answer = await asyncio.shield(chunk.answer)
-        body = answer.body
-        if not isinstance(body, list) or len(body) != len(chunk.texts):
-            # Not one answer per text: let the task's reader say what came back.
-            return ApiResponse(body, answer.usage, answer.attempts, answer.size)
-        if isinstance(body[position], BaseException):  # this text failed on its own
-            raise body[position]
-        share = answer.size // max(1, len(chunk.texts))
-        part = _size(chunk.texts[position]) / max(1, chunk.size)
-        return ApiResponse(body[position], _part(answer.usage, part), answer.attempts, share)
+            error.out_of_time = True
+            raise error from None
+        except asyncio.CancelledError:
+            text.dropped = True
+            raise
 
-    def _flush(self, group: str, call: Call, deadline: Deadline) -> None:
-        chunk = self._chunks.pop(group, None)
-        if chunk is None:
-            return
+    def _send_waiting(self, lot: _Lot) -> None:
+        """On the API: what has come goes as one request."""
+        if lot.timer is not None:
+            lot.timer.cancel()
+            lot.timer = None
+        texts = lot.take()
+        if texts:
+            self._start(self._send(texts))
 
-        async def send(texts: list[Any]) -> ApiResponse:
-            self.sent += 1
-            try:
-                return await self.client.post_json(
-                    call._replace(
-                        payload={**call.payload, "inputs": texts}, batch_size=self.batch_size
-                    ),
-                    deadline,
-                )
-            except (ResponseTooLargeError, LocalRunError) as exc:
-                if len(texts) < 2:  # the text at fault, alone: its failure is its answer
-                    return ApiResponse([exc], Usage(), attempts=1)
-            half = len(texts) // 2
-            first, second = await asyncio.gather(send(texts[:half]), send(texts[half:]))
-            return _joined(first, second)
+    async def _feed(self, lot: _Lot) -> None:
+        """In this process: the model's calls, `batch_size` texts each, shortest first out of
+        what came while it was busy, at most `AT_THE_MODEL` sent and not answered."""
+        await asyncio.sleep(FLUSH_AFTER_S)  # the first texts gather
+        queue: list[_Text] = []
+        try:
+            while True:
+                await lot.at_the_model.acquire()
+                if not queue:  # what came meanwhile, in order of length
+                    queue = sorted(lot.take(), key=lambda t: t.size)
+                if not queue:
+                    lot.at_the_model.release()
+                    lot.runner = None
+                    return
+                texts, queue = queue[: self.batch_size], queue[self.batch_size :]
+                self._start(self._send(texts), then=lot.at_the_model.release)
+        finally:
+            for text in queue:  # stopped: what was not sent is not answered
+                text.answer.cancel()
 
-        async def answer() -> None:
-            try:
-                result = await send(list(chunk.texts))
-            except BaseException as exc:
-                _fail(chunk.answer, exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-            else:
-                chunk.answer.set_result(result)
-
-        task = asyncio.ensure_future(answer())
+    def _start(
+        self, work: Coroutine[Any, Any, None], then: Callable[[], None] | None = None
+    ) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(work)
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
+        if then is not None:
+            task.add_done_callback(lambda _: then())
+        return task
 
-
-@dataclass
-class _Chunk:
-    texts: list[Any] = field(default_factory=list)
-    size: int = 0  # of its texts (`_size`)
-    answer: asyncio.Future[ApiResponse] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-    flusher: asyncio.TimerHandle | Any = None
+    async def _send(self, texts: list[_Text]) -> None:
+        """One call with these texts, and each its own part of the answer. A call refused
+        as too large, or whose local pipeline failed, goes again in halves: each half is
+        answered as it returns, until the text at fault fails alone."""
+        first = texts[0]
+        call = first.call._replace(
+            payload={**first.call.payload, "inputs": [t.text for t in texts]},
+            batch_size=self.batch_size,
+        )
+        deadline = max((t.deadline for t in texts), key=lambda d: d.at)
+        self.sent += 1
+        try:
+            answer = await self.client.post_json(call, deadline)
+        except (ResponseTooLargeError, LocalRunError) as exc:
+            if len(texts) == 1:
+                _fail(first.answer, exc)
+                return
+            half = len(texts) // 2
+            await asyncio.gather(self._send(texts[:half]), self._send(texts[half:]))
+            return
+        except BaseException as exc:
+            for text in texts:
+                _fail(text.answer, exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        body, total = answer.body, sum(t.size for t in texts)
+        each = isinstance(body, list) and len(body) == len(texts)
+        for position, text in enumerate(texts):
+            if not text.answer.done():
+                # Not one answer per text: the whole of it, for the task's reader to say so.
+                part = body[position] if each else body
+                usage = _part(answer.usage, text.size / max(1, total))
+                size = answer.size // len(texts)
+                text.answer.set_result(ApiResponse(part, usage, answer.attempts, size))
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
@@ -179,12 +252,8 @@ def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
         future.exception()  # retrieved: no "never retrieved" warning when nobody shares it
 
 
-def _size(text: Any) -> int:
-    return len(text) if isinstance(text, str) else 1
-
-
 def _part(usage: Usage, fraction: float) -> Usage:
-    """One text's part of what a chunk cost: `fraction`, its share of the chunk's
+    """One text's part of what a list cost: `fraction`, its share of the list's
     characters."""
     if usage.characters is None and usage.compute_time_s is None:
         return usage
@@ -195,24 +264,7 @@ def _part(usage: Usage, fraction: float) -> Usage:
     )
 
 
-def _joined(first: ApiResponse, second: ApiResponse) -> ApiResponse:
-    """Two halves of a chunk's answer as one."""
-    if not (isinstance(first.body, list) and isinstance(second.body, list)):
-        return first if not isinstance(first.body, list) else second
-    a, b = first.usage, second.usage
-    usage = Usage(
-        characters=_sum(a.characters, b.characters),
-        compute_time_s=_sum(a.compute_time_s, b.compute_time_s),
-        compute_type=a.compute_type or b.compute_type,
-    )
-    return ApiResponse(first.body + second.body, usage, max(first.attempts, second.attempts))
-
-
-def _sum(a: Any, b: Any) -> Any:
-    return None if a is None and b is None else (a or 0) + (b or 0)
-
-
-def _embeddable(call: Call) -> bool:
+def _listable(call: Call) -> bool:
     """A single-text request that can go with others as one list: feature-extraction on the
     API, and every task whose pipeline takes a list in this process (`provider: local`)."""
     if not (isinstance(call.payload, dict) and isinstance(call.payload.get("inputs"), str)):

@@ -172,5 +172,5 @@ class LocalModelError(UpstreamError):
 
 
 class LocalRunError(LocalModelError):
-    """`provider: local`: the pipeline failed on these inputs. A batch splits a chunk that
-    fails so, to find the item at fault (`function.coalescer`)."""
+    """`provider: local`: the pipeline failed on these inputs. A batch splits a list of texts
+    that fails so, to find the item at fault (`function.coalescer`)."""

@@ -10,8 +10,8 @@ so that the task's own code reads it into the same envelope (`function.tasks`):
          files' sizes when over HF_LOCAL_MAX_MODEL_MB, loaded once per process; at most
          HF_LOCAL_MAX_MODELS stay loaded (the least recently used goes)
       -> its pipeline, in a worker thread, one call at a time per model. A list of inputs
-         is one call: a batch's items come as chunks of several `batch_size`s
-         (`function.coalescer`), run in order of length `batch_size` texts at a time
+         is one call, run `batch_size` texts at a time: a batch's items come as lists of
+         texts of about the same length (`function.coalescer`)
       -> the answer, shaped as the API's
 
 Loading and running count against the deadline: past it the run fails as a timeout while
@@ -23,6 +23,7 @@ thread that loads the first model.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import threading
@@ -49,7 +50,7 @@ from function.threads import Worker, bounded
 # What a model needs to load (configs, tokenizers, safetensors weights); never code.
 _FILES = ["*.json", "*.txt", "*.model", "*.safetensors", "*.tiktoken", "*/*.json", "*/*.txt"]
 _WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx")
-# Tasks whose pipeline takes a list of texts: a batch sends them a chunk at a time.
+# Tasks whose pipeline takes a list of texts: a batch sends its texts as lists.
 LIST_TASKS = frozenset(
     {
         "feature-extraction",
@@ -61,7 +62,6 @@ LIST_TASKS = frozenset(
         "translation",
     }
 )
-CHUNK_S, CHUNK_BATCHES = 2.0, 8  # a batch's call to a model: about this long, at most
 EXTRA = "pip install 'hf-run-job[local]' (with a CPU build of torch: see the README)"
 
 
@@ -78,11 +78,7 @@ async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiRe
     def answer() -> tuple[Any, float]:
         started = time.monotonic()  # in the model's thread: its work, not the wait for it
         body = model.answer(call.payload, deadline.remaining(), call.batch_size)
-        seconds = time.monotonic() - started
-        texts = call.payload.get("inputs")
-        if isinstance(texts, list) and texts:  # timed here: also when the run stopped waiting
-            model.seconds_a_char = seconds / max(1, sum(len(str(t)) for t in texts))
-        return body, seconds
+        return body, time.monotonic() - started
 
     try:  # the model's own thread: asyncio.run would wait for the default executor's
         body, seconds = await bounded(answer, deadline, model.worker)
@@ -97,23 +93,6 @@ async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiRe
         ) from None
     usage = Usage(compute_time_s=round(seconds, 4), compute_type="local")
     return ApiResponse(body, usage, attempts=1, size=_size(body))
-
-
-def chunk_full(call: Call, texts: int, characters: int, batch_size: int) -> bool:
-    """Whether a batch's chunk of `texts` texts (`characters` long) goes to the model now,
-    as one call: once it holds a batch (`batch_size` texts) and, by the model's last list,
-    takes `CHUNK_S` to run, or at `CHUNK_BATCHES` batches. The model runs a call's texts in
-    order of length, so that a batch pads its texts little, as `SentenceTransformer.encode`
-    runs its texts; and a call, timed by its characters (long texts after short ones
-    included), still ends well before a deadline."""
-    if texts >= batch_size * CHUNK_BATCHES:
-        return True
-    if texts < batch_size:
-        return False
-    model_id, _, task = call.url.removeprefix(f"{LOCAL}/models/").partition("/pipeline/")
-    model = MODELS.loaded(model_id, task)
-    speed = None if model is None else model.seconds_a_char  # one batch until timed
-    return speed is None or not characters * speed < CHUNK_S
 
 
 def _late(message: str) -> UpstreamTimeoutError:
@@ -138,7 +117,6 @@ class Model:
     sentence_transformer: bool
     lock: threading.Lock
     worker: Worker  # runs the calls in turn, on a thread that keeps torch's pool warm
-    seconds_a_char: float | None = None  # as its last list of texts took
 
     def answer(self, payload: dict[str, Any], seconds: float, batch_size: int) -> Any:
         """The answer, within `seconds` where the pipeline can be told (text generation
@@ -184,18 +162,15 @@ class Models:
         thread.start()
         return loading
 
-    def loaded(self, model_id: str, task: str) -> Model | None:
-        """The model if it has loaded (else None), without loading it."""
-        with self._lock:
-            known = self._models.get((model_id, task))
-        if known is None or not known.done() or known.exception() is not None:
-            return None
-        return known.result()
-
     def _load(self, key: tuple[str, str], loading: Future[Model], settings: Settings) -> None:
         try:
             with _ONE_LOAD_AT_A_TIME:  # transformers' loading is not safe across threads
                 model = load(*key, settings)
+                # torch and the model are hundreds of thousands of objects that live as long
+                # as the process: out of the garbage collector's sight, a batch's full
+                # collections take milliseconds, not half a second each with the event loop
+                # and the model stopped.
+                gc.freeze()
             loading.set_result(model)
         except BaseException as exc:
             with self._lock:
@@ -412,19 +387,12 @@ def _embed(model: Model, payload: dict[str, Any], _seconds: float, batch: int) -
 
 
 def _in_batches(model: Model, inputs: Any, batch: int, **options: Any) -> Any:
-    """The pipeline on a text, or on a list of texts `batch` at a time. A list runs in order
-    of length, as sentence-transformers' `encode` runs its texts, so that a batch pads its
-    texts little; the answers come back in the list's order."""
+    """The pipeline on a text, or on a list of texts `batch` at a time."""
     if not isinstance(inputs, list):
         return model.pipeline(inputs, **options)
     if getattr(model.pipeline.tokenizer, "pad_token", None) is None:
         batch = 1  # texts of different lengths cannot go together
-    order = sorted(range(len(inputs)), key=lambda i: len(str(inputs[i])))
-    answers = model.pipeline([inputs[i] for i in order], batch_size=batch, **options)
-    ordered: list[Any] = [None] * len(inputs)
-    for position, answer in zip(order, answers, strict=True):
-        ordered[position] = answer
-    return ordered
+    return model.pipeline(inputs, batch_size=batch, **options)
 
 
 def _similarity(model: Model, payload: dict[str, Any], _seconds: float, _batch: int) -> Any:

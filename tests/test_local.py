@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -232,30 +231,19 @@ def test_a_model_loads_once_and_the_cache_keeps_at_most_the_set_number(local, hf
     assert len(local) == 3  # evicted, then loaded again
 
 
-def test_a_batch_shares_one_model_and_runs_its_items_in_chunks(local, hf, monkeypatch):
+def test_a_batch_shares_one_model_and_runs_its_texts_by_length(local, hf, monkeypatch):
     from function import local as backend
-    from function.local import CHUNK_BATCHES
 
-    calls: list[tuple[int, int]] = []  # (texts in the call, texts a forward pass)
-    pipelines: list[tuple[list[str], int]] = []
+    calls: list[tuple[list[str], int]] = []  # the texts of a call, and texts a forward pass
     classify = backend.ANSWERS["text-classification"]
 
     def counted(model, payload, seconds, batch):
         inputs = payload["inputs"]
-        calls.append((len(inputs) if isinstance(inputs, list) else 1, batch))
-        pipeline = model.pipeline
-
-        class Seen:  # what reaches the pipeline itself
-            tokenizer = pipeline.tokenizer
-
-            def __call__(self, texts, **options):
-                pipelines.append((list(texts), options.get("batch_size", 1)))
-                return pipeline(texts, **options)
-
-        return classify(replace(model, pipeline=Seen()), payload, seconds, batch)
+        calls.append((inputs if isinstance(inputs, list) else [inputs], batch))
+        return classify(model, payload, seconds, batch)
 
     monkeypatch.setitem(backend.ANSWERS, "text-classification", counted)
-    # Lengths out of order: the pipeline sees each chunk shortest first.
+    # Lengths out of order: each call holds texts of about the same length.
     items = [{"id": i, "text": "late " * (1 + i * 7 % 11) + str(i)} for i in range(70)]
     event = {
         "provider": "local",
@@ -268,48 +256,15 @@ def test_a_batch_shares_one_model_and_runs_its_items_in_chunks(local, hf, monkey
     summary = invoke(event, remaining_ms=60_000).reply
     assert summary["succeeded"] == 70, summary
     assert [r["id"] for r in summary["results"]] == list(range(70))
-    assert sum(n for n, _ in calls) == 70 and max(n for n, _ in calls) <= 4 * CHUNK_BATCHES
-    assert len(calls) <= math.ceil(70 / 4) and {b for _, b in calls} == {4}
-    # Warm, the model has been timed: a call holds several batches from the start.
-    calls.clear()
-    assert invoke(event, remaining_ms=60_000).reply["succeeded"] == 70
-    assert 4 < max(n for n, _ in calls) <= 4 * CHUNK_BATCHES and sum(n for n, _ in calls) == 70
-    for texts, batch in pipelines:
-        assert batch == 4 and [len(t) for t in texts] == sorted(len(t) for t in texts)
+    sent = [t for texts, _ in calls for t in texts]
+    assert sorted(sent) == sorted(i["text"] for i in items)  # each text once
+    assert {b for _, b in calls} == {4} and max(len(texts) for texts, _ in calls) == 4
+    for texts, _ in calls:
+        assert [len(t) for t in texts] == sorted(len(t) for t in texts)
     # Each answer is its own text's: a single run of a text gives the same labels.
     one = run(model=TINY["text-classification"], task="text-classification", text=items[5]["text"])
     assert summary["results"][5]["result"] == one["result"]
     assert local == [(TINY["text-classification"], "text-classification")]
-
-
-def test_a_call_that_outlasts_the_deadline_still_times_the_model(local, hf, monkeypatch):
-    """Timed in the model's thread: the continuation's calls are sized by the slow call
-    that the run stopped waiting for, not by an older, faster one (they would repeat it)."""
-    import time
-
-    from function import local as backend
-
-    classify = backend.ANSWERS["text-classification"]
-
-    def slow(model, payload, seconds, batch):
-        texts = payload["inputs"]
-        time.sleep(0.004 * sum(len(t) for t in texts))  # 1.6 s for 4 texts of 100
-        return classify(model, payload, seconds, batch)
-
-    monkeypatch.setitem(backend.ANSWERS, "text-classification", slow)
-    event = {
-        "provider": "local",
-        "model": TINY["text-classification"],
-        "task": "text-classification",
-        "candidate_labels": None,
-        "items": [{"id": i, "text": f"{i:03d} " + "x" * 96} for i in range(8)],
-        "batch_size": 4,
-    }
-    summary = invoke(event, remaining_ms=1500).reply
-    assert summary["succeeded"] == 0 and summary["continued"] == 8, summary
-    time.sleep(2.0)  # the call the run stopped waiting for ends in the model's thread
-    model = backend.MODELS.loaded(TINY["text-classification"], "text-classification")
-    assert model is not None and model.seconds_a_char >= 0.004
 
 
 def test_a_failing_api_falls_back_to_the_model_in_process(local, hf, env):

@@ -352,39 +352,166 @@ def test_a_local_chunk_that_fails_is_split_until_the_text_at_fault_fails_alone()
     assert len(recorder.sent) <= 2 * len(texts)
 
 
-@pytest.mark.parametrize(
-    ("seconds_a_char", "length", "texts_a_call"),
-    [
-        (None, 10, 4),  # not timed yet: one batch
-        (1e-5, 10, 4 * 8),  # fast: as many texts as run in CHUNK_S, at most CHUNK_BATCHES
-        (0.01, 10, 20),  # 20 texts of 10 characters: 2 s
-        (0.01, 1000, 4),  # the same model on long texts: one batch, not 20 texts
-        (2.0, 10, 4),  # slow: one batch, however long it takes
-        (float("nan"), 10, 4),
-    ],
+LOCAL_URL = "local:/models/m/pipeline/text-classification"
+
+
+class AtTheModel(Recorder):
+    """A stand-in local model: one call at a time, as a model's worker runs them; records
+    how many calls were sent and not yet answered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = self.most = 0
+        self.model = asyncio.Lock()
+
+    async def post_json(self, call, deadline):
+        self.waiting += 1
+        self.most = max(self.most, self.waiting)
+        try:
+            async with self.model:
+                return await super().post_json(call, deadline)
+        finally:
+            self.waiting -= 1
+
+
+def test_a_local_model_gets_texts_of_about_the_same_length_together():
+    """What came while the model was busy runs shortest first, `batch_size` a call, with at
+    most two calls at the model: a call pads its texts little, and each text is answered
+    as its own call returns."""
+    recorder = AtTheModel()
+    lengths = [(i * 37) % 50 + 1 for i in range(40)]  # out of order
+
+    async def main():
+        coalescer = Coalescer(recorder, batch_size=4)
+        first = [
+            coalescer.post_json(Call(LOCAL_URL, {"inputs": "x" * n}, "m"), Deadline(5))
+            for n in lengths[:20]
+        ]
+        tasks = [asyncio.ensure_future(c) for c in first]
+        await asyncio.sleep(0.02)  # the model is busy with the first texts: the rest come
+        later = [
+            coalescer.post_json(Call(LOCAL_URL, {"inputs": "y" * n}, "m"), Deadline(5))
+            for n in lengths[20:]
+        ]
+        answers = await asyncio.gather(*tasks, *later)
+        await coalescer.aclose()
+        return answers
+
+    answers = asyncio.run(main())
+    assert [a.body for a in answers] == [[float(n)] for n in lengths]  # each its own
+    sent = [p["inputs"] for p in recorder.sent]
+    assert all(len(texts) <= 4 for texts in sent) and recorder.most == 2
+    first = [len(t) for texts in sent for t in texts if t[0] == "x"]
+    later = [len(t) for texts in sent for t in texts if t[0] == "y"]
+    assert first == sorted(lengths[:20]) and later == sorted(lengths[20:])
+    assert sum(len(texts) for texts in sent) == 40  # each text once
+
+
+def test_a_failing_local_text_does_not_hold_back_the_others():
+    """Split until the text at fault fails alone; each half is answered as it returns, so
+    the others have their answers while the bad text's call is still running."""
+    from function.errors import LocalRunError
+
+    class Stuck(Recorder):
+        async def post_json(self, call, deadline):
+            texts = call.payload["inputs"]
+            if "bad" in texts:
+                if len(texts) > 1:
+                    raise LocalRunError("the pipeline failed")
+                await self.forever.wait()
+            return await super().post_json(call, deadline)
+
+    async def main():
+        recorder = Stuck()
+        recorder.forever = asyncio.Event()
+        coalescer = Coalescer(recorder, batch_size=8)
+        texts = [f"t{i}" for i in range(3)] + ["bad"] + [f"t{i}" for i in range(3, 7)]
+        tasks = [
+            asyncio.ensure_future(
+                coalescer.post_json(Call(LOCAL_URL, {"inputs": t}, "m"), Deadline(5))
+            )
+            for t in texts
+        ]
+        good = [t for t, text in zip(tasks, texts, strict=True) if text != "bad"]
+        answers = await asyncio.wait_for(asyncio.gather(*good), 2)
+        await coalescer.aclose()
+        return answers
+
+    assert [a.body for a in asyncio.run(main())] == [[2.0]] * 7
+
+
+def test_a_text_nobody_waits_for_is_not_sent_and_each_waits_to_its_own_deadline():
+    class Slow(Recorder):
+        async def post_json(self, call, deadline):
+            await asyncio.sleep(0.3)
+            return await super().post_json(call, deadline)
+
+    async def main():
+        recorder = Slow()
+        coalescer = Coalescer(recorder, batch_size=8)
+
+        def ask(text: str, seconds: float):
+            call = Call(LOCAL_URL, {"inputs": text}, "m")
+            return asyncio.ensure_future(coalescer.post_json(call, Deadline(seconds)))
+
+        gone, short, long = ask("gone", 5), ask("short", 0.05), ask("long", 5)
+        await asyncio.sleep(0)
+        gone.cancel()
+        results = await asyncio.gather(gone, short, long, return_exceptions=True)
+        await coalescer.aclose()
+        return recorder.sent, results
+
+    sent, (gone, short, long) = asyncio.run(main())
+    assert [p["inputs"] for p in sent] == [["long", "short"]]  # in order of length
+    assert isinstance(gone, asyncio.CancelledError)
+    assert isinstance(short, UpstreamTimeoutError) and short.out_of_time
+    assert long.body == [4.0]
+
+
+@given(
+    texts=st.lists(
+        st.sampled_from(["a", "bb", "ccc", "bad", "dddd", "e" * 9, "bad2"]), max_size=40
+    ),
+    batch_size=st.integers(2, 9),
+    local=st.booleans(),
 )
-def test_a_local_call_holds_the_texts_its_model_runs_in_a_few_seconds(
-    monkeypatch, seconds_a_char, length, texts_a_call
-):
-    import threading
-    from concurrent.futures import Future
+@examples(max_examples=60, deadline=None)
+def test_every_text_gets_its_own_answer_or_its_own_failure_once(texts, batch_size, local):
+    """No text lost, none answered with another's answer, none sent twice once answered:
+    whatever the texts, the batch size, and the failing texts among them."""
+    from function.errors import LocalRunError
 
-    from function import local
-    from function.threads import Worker
+    class Picky(Recorder):
+        async def post_json(self, call, deadline):
+            inputs = call.payload["inputs"]
+            if isinstance(inputs, list) and any(t.startswith("bad") for t in inputs):
+                self.sent.append(call.payload)
+                raise (LocalRunError if local else ResponseTooLargeError)("refused")
+            return await super().post_json(call, deadline)
 
-    assert (local.CHUNK_S, local.CHUNK_BATCHES) == (2.0, 8)  # the figures above are for them
-    model = local.Model("m", "feature-extraction", None, True, threading.Lock(), Worker("w"))
-    model.seconds_a_char = seconds_a_char
-    loaded: Future[local.Model] = Future()
-    loaded.set_result(model)
-    monkeypatch.setitem(local.MODELS._models, ("m", "feature-extraction"), loaded)
+    url = LOCAL_URL if local else FE
+    recorder = Picky()
 
-    def first_full(url: str) -> int:
-        call = Call(url, {"inputs": "x" * length}, "m")
-        return next(n for n in range(1, 100) if local.chunk_full(call, n, n * length, 4))
+    async def main():
+        coalescer = Coalescer(recorder, batch_size=batch_size)
+        calls = [coalescer.post_json(Call(url, {"inputs": t}, "m"), Deadline(5)) for t in texts]
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        await coalescer.aclose()
+        return answers
 
-    assert first_full("local:/models/m/pipeline/feature-extraction") == texts_a_call
-    assert first_full("local:/models/other/pipeline/feature-extraction") == 4  # not loaded
+    for text, answer in zip(texts, asyncio.run(main()), strict=True):
+        if text.startswith("bad"):
+            assert isinstance(answer, LocalRunError | ResponseTooLargeError), answer
+        else:
+            assert answer.body == [float(len(text))], (text, answer)
+    answered = [
+        t
+        for p in recorder.sent
+        if not any(x.startswith("bad") for x in p["inputs"])
+        for t in (p["inputs"] if isinstance(p["inputs"], list) else [p["inputs"]])
+    ]
+    good = {t for t in texts if not t.startswith("bad")}
+    assert sorted(answered) == sorted(good)  # each distinct text answered once
 
 
 async def _gathered(recorder: Recorder, texts: list[str], url: str) -> list[Any]:
