@@ -542,7 +542,6 @@ def _level(verbosity: int) -> int:
 
 
 def _run(overrides: dict[str, Any], timeout: float | None, out: Path | None = None) -> int:
-    from function.backends import NO_TOKEN
     from function.lifecycle import cli_invocation, handle
 
     handled = asyncio.run(handle(cli_invocation("cli", overrides), timeout=timeout))
@@ -553,14 +552,21 @@ def _run(overrides: dict[str, Any], timeout: float | None, out: Path | None = No
     if out is not None and handled.ok:
         print("--out: the run made no picture (--out is for text-to-image)", file=sys.stderr)
         return EXIT_FAILED
-    error = handled.reply.get("error") if isinstance(handled.reply, dict) else None
+    _token_hint(handled.reply)
+    return EXIT_OK if handled.ok else EXIT_FAILED
+
+
+def _token_hint(reply: Any) -> None:
+    """After a failure for want of a token, one line on stderr: a model can run here."""
+    from function.backends import NO_TOKEN
+
+    error = reply.get("error") if isinstance(reply, dict) else None
     if isinstance(error, str) and error.startswith(NO_TOKEN):
         print(
             "No token? A model can run in this process instead: --provider local (a demo: "
             "`make run-local`).",
             file=sys.stderr,
         )
-    return EXIT_OK if handled.ok else EXIT_FAILED
 
 
 def _save_picture(uri: str, out: Path) -> int:
@@ -593,6 +599,7 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     summary = handled.reply
     if "results" not in summary:  # the comparison could not start: its failure envelope
         _print(summary)
+        _token_hint(summary)
         return EXIT_FAILED
     if args.json:
         for record in summary["results"]:
@@ -739,6 +746,7 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         progress.close()
     result = handled.reply
     sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")  # the error is logged too
+    _token_hint(result)
     if interrupt.signalled:
         return 128 + interrupt.signalled  # 130 for Ctrl-C, 143 for SIGTERM
     return EXIT_OK if handled.ok else EXIT_FAILED

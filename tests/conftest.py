@@ -141,9 +141,13 @@ def invoke(event: Any, *, remaining_ms: int = 3000) -> Invoked:
 
 
 def run_cli(
-    *args: str, env: dict[str, str], command: list[str] | None = None, timeout: float = 120
+    *args: str,
+    env: dict[str, str],
+    command: list[str] | None = None,
+    timeout: float = 120,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess:
-    """The CLI as a real process, in a clean environment plus `env`."""
+    """The CLI as a real process, in a clean environment plus `env` (and `stdin`)."""
     clean = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
     # Run records of the tests never land in the project's own runs/.
     clean["RESULTS_URI"] = tempfile.mkdtemp(prefix="hf-run-job-test-runs-")
@@ -155,6 +159,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=stdin,
     )
 
 

@@ -434,8 +434,17 @@ def test_a_local_batch_interrupted_while_its_model_runs_exits_130_with_nothing_l
     assert sorted(ids) == list(range(len(texts)))
 
 
-def test_without_a_token_make_run_s_envelope_stays_and_stderr_points_to_run_local():
-    done = run_cli("run", env={})
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run"],
+        ["batch", "--input", "-", "--output", "{tmp}/out.jsonl"],
+        ["compare", "--text", "hi", "--model", "a/b", "--model", "c/d"],
+    ],
+)
+def test_without_a_token_the_envelope_stays_and_stderr_points_to_run_local(command, tmp_path):
+    command = [part.format(tmp=tmp_path) for part in command]
+    done = run_cli(*command, env={}, stdin='"hi"\n')
     assert done.returncode == 1
     assert json.loads(done.stdout)["error"].startswith("No Hugging Face token")
     hints = [line for line in done.stderr.splitlines() if "make run-local" in line]
