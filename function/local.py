@@ -156,6 +156,7 @@ class Models:
                 if not self._models[oldest].done():
                     break  # still loading: it goes once it is done and no longer the newest
                 del self._models[oldest]
+                gc.unfreeze()  # its cycles can be collected (the next load freezes again)
         thread = threading.Thread(
             target=self._load, args=(key, loading, settings), daemon=True, name="load-model"
         )
@@ -166,10 +167,12 @@ class Models:
         try:
             with _ONE_LOAD_AT_A_TIME:  # transformers' loading is not safe across threads
                 model = load(*key, settings)
-                # torch and the model are hundreds of thousands of objects that live as long
-                # as the process: out of the garbage collector's sight, a batch's full
-                # collections take milliseconds, not half a second each with the event loop
-                # and the model stopped.
+                # torch and the loaded models are hundreds of thousands of objects that stay:
+                # out of the garbage collector's sight, a batch's full collections take
+                # milliseconds, not half a second each with the event loop and the model
+                # stopped. A model that leaves the cache is given back to it (`get`), and
+                # collected here before the rest is frozen again.
+                gc.collect()
                 gc.freeze()
             loading.set_result(model)
         except BaseException as exc:
@@ -181,6 +184,7 @@ class Models:
     def clear(self) -> None:
         with self._lock:
             self._models.clear()
+        gc.unfreeze()
 
 
 MODELS = Models()

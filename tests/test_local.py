@@ -550,3 +550,21 @@ def test_generation_options_that_would_run_code_are_refused(local, hf):
     )
     assert envelope["success"] is False
     assert "is not used by provider local" in envelope["error"]
+
+
+def test_a_model_that_leaves_the_cache_leaves_memory(local, hf, env):
+    """Loaded models are kept out of the garbage collector's sight (gc.freeze), and a model
+    that leaves the cache comes back into it: its cycles are collected, not kept forever."""
+    import gc
+    import weakref
+
+    from function import local as backend
+
+    env.setenv("HF_LOCAL_MAX_MODELS", "1")
+    assert run(model=MINILM, task="feature-extraction", text="hi")["success"]
+    (loading,) = backend.MODELS._models.values()
+    gone = weakref.ref(loading.result().pipeline)  # a SentenceTransformer: it holds cycles
+    del loading
+    assert run(model=TINY["text-classification"], task="text-classification", text="x")["success"]
+    gc.collect()
+    assert gone() is None
