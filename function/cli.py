@@ -296,8 +296,8 @@ Each item yields one record, in input order: {success, result, is_classification
 error, id} (id: the item's, else its 0-based position). The last line on stdout is the
 summary {total, succeeded, failed, output, elapsed_s, items_per_s}. Items not finished
 before --timeout, or when Ctrl-C / SIGTERM stops the batch, are written with their ids to
-the continuation file: run it as the next batch, with another --output. Progress goes to
-stderr. Exit status: 0 every item succeeded, 1 some failed or were continued, 2 usage
+the continuation file: run it as the next batch, with the same options and another
+--output. Progress goes to stderr. Exit status: 0 every item succeeded, 1 some failed or were continued, 2 usage
 error, 130 interrupted.
 """
 
