@@ -213,6 +213,9 @@ class Summary:
     places: set[tuple[str | None, str | None]] = field(default_factory=set)  # where, provider
     cache_hits: int = 0
     failed_by_kind: dict[str, int] = field(default_factory=dict)  # error kind -> items
+    # Records ready, written or waiting for an earlier item to be written (the progress):
+    # a local model runs its texts by length, so a long text holds back the order a while.
+    answered: int = 0
     stopped: str | None = None  # "deadline" | "interrupted" when items were continued
     elapsed_s: float = 0.0
 
@@ -338,7 +341,7 @@ class BatchRun:
                 ):
                     await self._settle()
                 if item.problem is not None:
-                    self._finished[seq] = (True, self._failed(item, item.problem))
+                    self._answered(seq, self._failed(item, item.problem))
                 elif self.summary.stopped is not None:
                     self._finished[seq] = (False, self.continuation_line(item))
                 else:
@@ -386,7 +389,7 @@ class BatchRun:
         if error is not None:  # run_item never raises; still, no item is lost
             log.error("Unexpected error running an item", exc_info=error)
             problem = RunJobError(f"Internal error ({type(error).__name__}); see the logs")
-            self._finished[seq] = (True, self._failed(item, problem))
+            self._answered(seq, self._failed(item, problem))
             return
         outcome = task.result()
         if outcome.out_of_time:  # the deadline came before it could finish: continued
@@ -396,7 +399,7 @@ class BatchRun:
             if self.stop_at.remaining() < NEAR_S:
                 self.stop("deadline")
         else:
-            self._finished[seq] = (True, {**outcome.envelope, "id": item.id})
+            self._answered(seq, {**outcome.envelope, "id": item.id})
             if not outcome.success:
                 self.summary.count_failure(outcome.error_kind)
             self.summary.count(outcome.usage)
@@ -410,6 +413,11 @@ class BatchRun:
                 self._pending_bytes += outcome.size
                 self._answers += 1
                 self._answer_bytes += outcome.size
+
+    def _answered(self, seq: int, record: dict[str, Any]) -> None:
+        """An item's record, written once the items before it are."""
+        self._finished[seq] = (True, record)
+        self.summary.answered += 1
 
     def _failed(self, item: Item, problem: RunJobError) -> dict[str, Any]:
         self.summary.count_failure(problem.kind)

@@ -297,8 +297,8 @@ error, id} (id: the item's, else its 0-based position). The last line on stdout 
 summary {total, succeeded, failed, output, elapsed_s, items_per_s}. Items not finished
 before --timeout, or when Ctrl-C / SIGTERM stops the batch, are written with their ids to
 the continuation file: run it as the next batch, with the same options and another
---output. Progress goes to stderr. Exit status: 0 every item succeeded, 1 some failed or were continued, 2 usage
-error, 130 interrupted.
+--output. Progress goes to stderr. Exit status: 0 every item succeeded, 1 some failed or
+were continued, 2 usage error, 130 interrupted (143 on SIGTERM).
 """
 
 
@@ -816,7 +816,8 @@ class Progress:
                 ("\n" if self.tty else "") + "The --timeout has come: unfinished items, and the "
                 "rest of the input not read yet, go to the continuation.\n"
             )
-        done = summary.succeeded + summary.failed
+        # Counted as the items finish, not as they are written in input order.
+        done, failed = summary.answered, sum(summary.failed_by_kind.values())
         seen = done + summary.continued
         now = time.monotonic()
         finished = self.total is not None and seen >= self.total
@@ -828,7 +829,7 @@ class Progress:
         rate = done / (now - self.started) if now > self.started else 0.0
         of = f"/{self.total}" if self.total is not None else ""
         share = f" ({done / self.total:.0%})" if self.total else ""
-        counts = f"{done}{of}{share} {summary.succeeded} ok {summary.failed} failed"
+        counts = f"{done}{of}{share} {done - failed} ok {failed} failed"
         if summary.continued:
             counts += f" {summary.continued} continued"
         counts += f" {rate:.0f}/s"

@@ -222,6 +222,13 @@ class RunInputs(BaseModel):
     def _endpoint(cls, value: str | None) -> str | None:
         return None if value is None else check_endpoint_name(value)
 
+    @field_validator("text")
+    @classmethod
+    def _some_text(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("expected some text, got only whitespace")
+        return value
+
     @field_validator("budget", mode="before")
     @classmethod
     def _budget(cls, value: Any) -> Any:
@@ -593,6 +600,23 @@ def merge_inputs(
     if named is None:  # the setting is the operator's: a path is fine there
         return overlay(load_run_config(settings.run_config, settings, paths=True), overrides)
     return overlay(load_run_config(named, settings, paths=paths), overrides)
+
+
+# A batch item brings its own input, or the batch's shared fields give one to all its items:
+# a run config's text, image or sound is for its single runs, never a batch item's.
+ITEM_INPUTS = ("text", "inputs", "messages", "image", "audio")
+
+
+def batch_base(
+    shared: Mapping[str, Any], settings: Settings, *, paths: bool = False
+) -> dict[str, Any]:
+    """What a batch's items lie over: the run config under the batch's shared fields, less
+    the run config's input (`ITEM_INPUTS`)."""
+    base = merge_inputs(shared, settings, paths=paths)
+    for key in ITEM_INPUTS:
+        if key not in shared:
+            base.pop(key, None)
+    return base
 
 
 def overlay(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from function.inference import check_ready, run_inference
 from function.inputs import (
     MEDIA_TASKS,
     RunInputs,
+    batch_base,
     merge_inputs,
     overlay,
     requested_model,
@@ -325,7 +326,7 @@ class Lifecycle:
         try:
             if base is not None and fields.get("run_config") is not None:
                 own = {**(shared or {}), "run_config": fields["run_config"]}
-                base = merge_inputs(own, self.settings, paths=self.paths)
+                base = batch_base(own, self.settings, paths=self.paths)
             merged = (
                 overlay(base, fields)
                 if base is not None
@@ -617,7 +618,7 @@ class Lifecycle:
         from function.budget import parse_budget
 
         # A bad shared field: nothing runs, nothing is written.
-        base = merge_inputs(plan.shared, self.settings, paths=self.paths)
+        base = batch_base(plan.shared, self.settings, paths=self.paths)
         budget = parse_budget(base.get("budget"))
         used = await self._used_before(budget, plan.shared)
         plan.output.prepare()  # a bad output fails here, before any work

@@ -459,3 +459,53 @@ def test_an_event_cannot_write_over_what_the_job_keeps(env, hf, tmp_path, under)
     assert not target.exists() and hf.requests == []
     fine = invoke({"items": ["a"], "output_uri": str(tmp_path / "runs" / "batches" / "o.jsonl")})
     assert fine.reply["succeeded"] == 1
+
+
+def test_an_item_brings_its_own_input_not_the_run_config_s(env, hf):
+    """The run config's text is for its single runs: an item without a text fails, naming
+    it, instead of classifying the config's sentence; a text shared by the batch applies."""
+    hf.on(PATH, labels_for)
+    items = [{"id": "no text"}, {"id": "t", "text": "a"}, {"id": "blank", "text": " \n"}]
+    _summary, records, _ = batch(items_from_list(items))
+    assert [r["success"] for r in records] == [False, True, False]
+    assert records[0]["error"].startswith("Invalid input: text is required")
+    assert records[2]["error"] == "Invalid input: text: expected some text, got only whitespace"
+    assert [r.json["inputs"] for r in hf.requests] == ["a"]
+    _summary, records, _ = batch(
+        items_from_list([{"model": MODEL}, {"model": MODEL, "text": "b"}]), shared={"text": "s"}
+    )
+    assert [r["success"] for r in records] == [True, True]
+    assert sorted(r.json["inputs"] for r in hf.requests[1:]) == ["b", "s"]
+
+
+def test_progress_counts_the_items_that_finished_not_only_those_written_in_order():
+    """A local model runs its texts by length: a long first text holds back the writing
+    in input order, but the progress counts what is done."""
+    import io
+
+    from function.batch import BatchRun
+    from function.cli import Progress
+    from function.envelope import Outcome, success_envelope
+
+    lines = io.StringIO()
+
+    async def main():
+        release = asyncio.Event()
+
+        async def run_item(item):
+            if item.id == 0:
+                await release.wait()
+            return Outcome(success_envelope([], is_classification=False, model="m"))
+
+        progress = Progress(total=50, stream=lines)
+        progress.EVERY_S = 0.0
+        engine = BatchRun(
+            run_item, ListWriter(), ListWriter(), stop_at=Deadline(30), progress=progress.update
+        )
+        asyncio.get_running_loop().call_later(0.2, release.set)
+        return await engine.run(items_from_list([{"text": f"t{i}"} for i in range(50)]))
+
+    summary = asyncio.run(main())
+    assert summary.succeeded == 50
+    shown = lines.getvalue().splitlines()
+    assert any(line.startswith("progress: 49/50 (98%) 49 ok") for line in shown), shown
