@@ -5,9 +5,10 @@ per text:
 - feature-extraction on the API: `batch_size` texts a request, or what came within
   `FLUSH_AFTER_S`; the requests go in parallel (the limiter bounds them);
 - every task whose pipeline takes a list, in this process (`provider: local`): the texts
-  that came while the model was busy run in order of length, `batch_size` a call, so that a
-  call pads its texts little (as `SentenceTransformer.encode` orders its texts). At most
-  `AT_THE_MODEL` calls wait at the model: one runs while the next is ready.
+  that came while the model was busy run in order of length, so that a call pads its texts
+  little (as `SentenceTransformer.encode` orders its texts), `batch_size` a call or what
+  the model runs in a few seconds (`function.local.call_size`). At most `AT_THE_MODEL`
+  calls wait at the model: one runs while the next is ready.
 
 Each text is answered as soon as its own call returns. A call whose answer would be over
 the size limit is sent again in halves, so big embedding batches stay within
@@ -29,7 +30,7 @@ from function.cache import request_key
 from function.client import LOCAL, ApiResponse, Call, Deadline, Fetcher
 from function.envelope import Usage
 from function.errors import LocalRunError, ResponseTooLargeError, UpstreamTimeoutError
-from function.local import LIST_TASKS
+from function.local import LIST_TASKS, call_size
 
 FLUSH_AFTER_S = 0.005  # the first texts of a list wait this long for more
 AT_THE_MODEL = 2  # a local model's calls sent and not yet answered, at most
@@ -175,8 +176,8 @@ class Coalescer:
             self._start(self._send(texts))
 
     async def _feed(self, lot: _Lot) -> None:
-        """In this process: the model's calls, `batch_size` texts each, shortest first out of
-        what came while it was busy, at most `AT_THE_MODEL` sent and not answered."""
+        """In this process: the model's calls, shortest first out of what came while it was
+        busy, at most `AT_THE_MODEL` sent and not answered."""
         await asyncio.sleep(FLUSH_AFTER_S)  # the first texts gather
         queue: list[_Text] = []
         try:
@@ -188,7 +189,10 @@ class Coalescer:
                     lot.at_the_model.release()
                     lot.runner = None
                     return
-                texts, queue = queue[: self.batch_size], queue[self.batch_size :]
+                first = queue[0]
+                sizes = [t.size for t in queue[: self.batch_size]]
+                count = call_size(first.call, sizes, self.batch_size, first.deadline)
+                texts, queue = queue[:count], queue[count:]
                 self._start(self._send(texts), then=lot.at_the_model.release)
         finally:
             for text in queue:  # stopped: what was not sent is not answered

@@ -62,6 +62,8 @@ LIST_TASKS = frozenset(
         "translation",
     }
 )
+CALL_S = 10.0  # a call to a model holds about this much work at most
+FIRST_CALL = 8  # texts in a model's calls until one has been timed
 EXTRA = "pip install 'hf-run-job[local]' (with a CPU build of torch: see the README)"
 
 
@@ -78,7 +80,11 @@ async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiRe
     def answer() -> tuple[Any, float]:
         started = time.monotonic()  # in the model's thread: its work, not the wait for it
         body = model.answer(call.payload, deadline.remaining(), call.batch_size)
-        return body, time.monotonic() - started
+        seconds = time.monotonic() - started
+        texts = call.payload.get("inputs")
+        if isinstance(texts, list) and texts:  # timed here: also when the run stopped waiting
+            model.seconds_a_char = seconds / max(1, sum(len(str(t)) for t in texts))
+        return body, seconds
 
     try:  # the model's own thread: asyncio.run would wait for the default executor's
         body, seconds = await bounded(answer, deadline, model.worker)
@@ -93,6 +99,25 @@ async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiRe
         ) from None
     usage = Usage(compute_time_s=round(seconds, 4), compute_type="local")
     return ApiResponse(body, usage, attempts=1, size=_size(body))
+
+
+def call_size(call: Call, sizes: list[int], batch_size: int, deadline: Deadline) -> int:
+    """How many of the next texts (`sizes`: their characters, in the order they go) make
+    the model's next call: `batch_size` at most, and no more than it runs in `CALL_S` or a
+    quarter of the time left, by the speed of its last call (at least one text;
+    `FIRST_CALL` texts until it has been timed). So a batch answers texts before its
+    deadline whatever its `batch_size`, and a call's memory stays bounded."""
+    model_id, _, task = call.url.removeprefix(f"{LOCAL}/models/").partition("/pipeline/")
+    model = MODELS.loaded(model_id, task)
+    speed = None if model is None else model.seconds_a_char
+    if speed is None:
+        return min(batch_size, FIRST_CALL)
+    seconds, work = min(CALL_S, deadline.remaining() / 4), 0.0
+    for count, size in enumerate(sizes[:batch_size]):
+        work += size * speed
+        if work > seconds:
+            return max(1, count)
+    return batch_size
 
 
 def _late(message: str) -> UpstreamTimeoutError:
@@ -117,6 +142,7 @@ class Model:
     sentence_transformer: bool
     lock: threading.Lock
     worker: Worker  # runs the calls in turn, on a thread that keeps torch's pool warm
+    seconds_a_char: float | None = None  # as its last list of texts took
 
     def answer(self, payload: dict[str, Any], seconds: float, batch_size: int) -> Any:
         """The answer, within `seconds` where the pipeline can be told (text generation
@@ -162,6 +188,14 @@ class Models:
         )
         thread.start()
         return loading
+
+    def loaded(self, model_id: str, task: str) -> Model | None:
+        """The model if it has loaded (else None), without loading it."""
+        with self._lock:
+            known = self._models.get((model_id, task))
+        if known is None or not known.done() or known.exception() is not None:
+            return None
+        return known.result()
 
     def _load(self, key: tuple[str, str], loading: Future[Model], settings: Settings) -> None:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,16 @@ def local(env, local_models, monkeypatch):
 
     monkeypatch.setattr(backend, "load", counted)
     yield loads
+    # What a test left running at a model (its run stopped waiting) ends here, not in the
+    # next test, nor at the interpreter's exit, where torch in a thread aborts the process.
+    for loading in list(backend.MODELS._models.values()):
+        try:
+            worker = loading.result(timeout=120).worker
+        except Exception:
+            continue
+        done: Future[None] = Future()
+        worker.submit(lambda: None, done)
+        done.result(timeout=120)
     backend.MODELS.clear()
 
 
@@ -265,6 +276,36 @@ def test_a_batch_shares_one_model_and_runs_its_texts_by_length(local, hf, monkey
     one = run(model=TINY["text-classification"], task="text-classification", text=items[5]["text"])
     assert summary["results"][5]["result"] == one["result"]
     assert local == [(TINY["text-classification"], "text-classification")]
+
+
+def test_a_large_batch_size_still_answers_texts_before_the_deadline(local, hf, monkeypatch):
+    """A call holds what the model runs in a few seconds, not the whole batch_size: with
+    1,024 a batch used to send every text as one call that outlasted the deadline, answer
+    none, and continue them all, run after run."""
+    import time
+
+    from function import local as backend
+
+    classify = backend.ANSWERS["text-classification"]
+
+    def slow(model, payload, seconds, batch):
+        texts = payload["inputs"] if isinstance(payload["inputs"], list) else [payload["inputs"]]
+        time.sleep(0.002 * sum(len(t) for t in texts))  # 0.1 s a text of 50
+        return classify(model, payload, seconds, batch)
+
+    monkeypatch.setitem(backend.ANSWERS, "text-classification", slow)
+    event = {
+        "provider": "local",
+        "model": TINY["text-classification"],
+        "task": "text-classification",
+        "candidate_labels": None,
+        "items": [{"id": i, "text": f"{i:03d} " + "x" * 46} for i in range(60)],
+        "batch_size": 1024,
+    }
+    assert run(model=TINY["text-classification"], task="text-classification", text="x")["success"]
+    summary = invoke(event, remaining_ms=4000).reply
+    assert summary["succeeded"] > 0 and summary["continued"] > 0, summary
+    assert summary["succeeded"] + summary["continued"] == 60
 
 
 def test_a_failing_api_falls_back_to_the_model_in_process(local, hf, env):

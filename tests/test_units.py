@@ -514,6 +514,41 @@ def test_every_text_gets_its_own_answer_or_its_own_failure_once(texts, batch_siz
     assert sorted(answered) == sorted(good)  # each distinct text answered once
 
 
+@pytest.mark.parametrize(
+    ("seconds_a_char", "length", "remaining", "texts_a_call"),
+    [
+        (None, 10, 60, 8),  # not timed yet: FIRST_CALL texts
+        (1e-5, 10, 60, 100),  # fast: the whole batch_size
+        (0.01, 10, 60, 100),  # 100 texts of 10 characters: 10 s, CALL_S
+        (0.01, 20, 60, 50),  # longer texts: as many as run in CALL_S
+        (0.01, 10, 8.2, 20),  # a deadline 8.2 s away: about 2 s of work
+        (0.01, 10_000, 60, 1),  # one text over CALL_S still goes, alone
+        (float("nan"), 10, 60, 100),
+    ],
+)
+def test_a_local_call_holds_what_its_model_runs_in_a_few_seconds(
+    monkeypatch, seconds_a_char, length, remaining, texts_a_call
+):
+    from concurrent.futures import Future
+
+    from function import local
+    from function.threads import Worker
+
+    assert (local.CALL_S, local.FIRST_CALL) == (10.0, 8)  # the figures above are for them
+    model = local.Model("m", "feature-extraction", None, True, threading.Lock(), Worker("w"))
+    model.seconds_a_char = seconds_a_char
+    loaded: Future[local.Model] = Future()
+    loaded.set_result(model)
+    monkeypatch.setitem(local.MODELS._models, ("m", "feature-extraction"), loaded)
+
+    def size(url: str) -> int:
+        call = Call(url, {"inputs": "x"}, "m")
+        return local.call_size(call, [length] * 100, 100, Deadline(remaining))
+
+    assert size("local:/models/m/pipeline/feature-extraction") == texts_a_call
+    assert size("local:/models/other/pipeline/feature-extraction") == 8  # not loaded
+
+
 async def _gathered(recorder: Recorder, texts: list[str], url: str) -> list[Any]:
     coalescer = Coalescer(recorder, batch_size=8)
     calls = [coalescer.post_json(Call(url, {"inputs": t}, "m"), Deadline(5)) for t in texts]
