@@ -29,7 +29,12 @@ from function import jsontext
 from function.cache import request_key
 from function.client import LOCAL, ApiResponse, Call, Deadline, Fetcher
 from function.envelope import Usage
-from function.errors import LocalRunError, ResponseTooLargeError, UpstreamTimeoutError
+from function.errors import (
+    LocalRunError,
+    ResponseTooLargeError,
+    RunJobError,
+    UpstreamTimeoutError,
+)
 from function.local import LIST_TASKS, call_size
 
 FLUSH_AFTER_S = 0.005  # the first texts of a list wait this long for more
@@ -92,7 +97,12 @@ class Coalescer:
         known = self._answers.get(key)
         if known is not None:
             self._answers.move_to_end(key)
-            answer = await asyncio.shield(known)
+            try:
+                answer = await asyncio.shield(known)
+            except (RunJobError, asyncio.CancelledError) as exc:
+                if not _not_mine(exc, known) or deadline.remaining() <= 0:
+                    raise
+                return await self.post_json(call, deadline)  # its asker's end, not ours
             # Sent once: what it cost is counted once, on the first item that asked.
             return replace(answer, usage=Usage(compute_type=answer.usage.compute_type), attempts=0)
         future: asyncio.Future[ApiResponse] = asyncio.get_running_loop().create_future()
@@ -243,6 +253,16 @@ class Coalescer:
                 usage = _part(answer.usage, text.size / max(1, total))
                 size = answer.size // len(texts)
                 text.answer.set_result(ApiResponse(part, usage, answer.attempts, size))
+
+
+def _not_mine(exc: BaseException, shared: asyncio.Future[Any]) -> bool:
+    """Whether an identical request, sent for another item, ended for that item's reasons:
+    its deadline (a fallback's share of the time, say) or its cancellation, while this
+    item still has time and is not cancelled."""
+    if isinstance(exc, RunJobError):
+        return exc.out_of_time
+    task = asyncio.current_task()
+    return shared.cancelled() and task is not None and not task.cancelling()
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:

@@ -557,6 +557,35 @@ async def _gathered(recorder: Recorder, texts: list[str], url: str) -> list[Any]
     return answers
 
 
+@pytest.mark.parametrize("url", [URL, LOCAL_URL])
+def test_an_identical_request_is_sent_again_when_its_first_asker_ran_out_of_time(url):
+    """Two items with the same text share one request; when the first item's deadline
+    (a fallback's share of the time) ends it, the other, with time left, asks again."""
+
+    class Slow(Recorder):
+        async def post_json(self, call, deadline):
+            self.sent.append(call.payload)
+            if deadline.remaining() < 0.3:
+                await asyncio.sleep(deadline.remaining())
+                error = UpstreamTimeoutError("the deadline came")
+                error.out_of_time = True
+                raise error
+            await asyncio.sleep(0.3)
+            return await super().post_json(call, deadline)
+
+    async def main():
+        coalescer = Coalescer(Slow(), batch_size=8)
+        short = coalescer.post_json(Call(url, {"inputs": "same"}, "m"), Deadline(0.05))
+        long = coalescer.post_json(Call(url, {"inputs": "same"}, "m"), Deadline(5))
+        answers = await asyncio.gather(short, long, return_exceptions=True)
+        await coalescer.aclose()
+        return answers
+
+    short, long = asyncio.run(main())
+    assert isinstance(short, UpstreamTimeoutError) and short.out_of_time
+    assert not isinstance(long, BaseException) and long.attempts == 1  # its own request
+
+
 def test_a_failure_is_shared_by_the_waiters_but_not_remembered():
     class Failing(Recorder):
         async def post_json(self, call, deadline):
