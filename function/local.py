@@ -23,6 +23,7 @@ thread that loads the first model.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import math
@@ -33,7 +34,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import NonNegativeInt, PositiveInt, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from function.client import LOCAL, ApiResponse, Call, Deadline
 from function.envelope import Usage
@@ -44,6 +48,7 @@ from function.errors import (
     LocalRunError,
     UpstreamTimeoutError,
 )
+from function.redact import redact, redact_value
 from function.settings import MIB, Settings
 from function.threads import Worker, bounded
 
@@ -70,6 +75,7 @@ EXTRA = "pip install 'hf-run-job[local]' (with a CPU build of torch: see the REA
 async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiResponse:
     """Run a call in-process: the Fetcher's `post_json`, for `local:` URLs."""
     model_id, _, task = call.url.removeprefix(f"{LOCAL}/models/").partition("/pipeline/")
+    check_parameters(task, call.payload)
     loading = MODELS.get(model_id, task, settings)
     try:
         async with asyncio.timeout(deadline.remaining()):
@@ -95,7 +101,7 @@ async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiRe
     except Exception as exc:
         raise LocalRunError(
             f"The local {task} pipeline of model '{model_id}' failed: "
-            f"{type(exc).__name__}: {str(exc)[:300]}"
+            f"{type(exc).__name__}: {redact(str(exc)[:300])}"
         ) from None
     usage = Usage(compute_time_s=round(seconds, 4), compute_type="local")
     return ApiResponse(body, usage, attempts=1, size=_size(body))
@@ -411,6 +417,82 @@ def _parameters(payload: dict[str, Any], *names: str) -> dict[str, Any]:
     return {name: given[name] for name in names if given.get(name) is not None}
 
 
+class _Classification(TypedDict, total=False):
+    top_k: PositiveInt
+    function_to_apply: Literal["sigmoid", "softmax", "none"]
+
+
+class _Entities(TypedDict, total=False):
+    aggregation_strategy: Literal["none", "simple", "first", "average", "max"]
+    ignore_labels: list[str]
+    stride: NonNegativeInt
+
+
+class _FillMask(TypedDict, total=False):
+    top_k: PositiveInt
+    targets: list[str]
+
+
+class _ZeroShot(TypedDict, total=False):
+    candidate_labels: list[str]
+    multi_label: bool
+    hypothesis_template: str
+
+
+class _Question(TypedDict, total=False):
+    top_k: PositiveInt
+    max_answer_len: PositiveInt
+    handle_impossible_answer: bool
+
+
+class _Embedding(TypedDict, total=False):
+    normalize: bool
+    prompt_name: str
+    truncation: bool
+
+
+class _Text2Text(TypedDict, total=False):
+    src_lang: str
+    tgt_lang: str
+    truncation: Literal["do_not_truncate", "longest_first", "only_first", "only_second"]
+    generate_parameters: dict[str, Any]
+
+
+# The parameters each pipeline is given, typed as the task's official input schema types
+# them: a wrong one is the run's invalid input, named, not an error deep in transformers.
+_PARAMETERS: dict[str, type] = {
+    "text-classification": _Classification,
+    "token-classification": _Entities,
+    "fill-mask": _FillMask,
+    "zero-shot-classification": _ZeroShot,
+    "question-answering": _Question,
+    "feature-extraction": _Embedding,
+    "summarization": _Text2Text,
+    "translation": _Text2Text,
+}
+
+
+def check_parameters(task: str, payload: Any) -> None:
+    """The run's parameters for the task's pipeline, or InputError naming the wrong one."""
+    shape = _PARAMETERS.get(task)
+    given = payload.get("parameters") if isinstance(payload, dict) else None
+    if shape is None or not given:
+        return
+    from function.inputs import describe_validation_error
+
+    try:
+        _adapter(shape).validate_python({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        raise InputError(
+            f"Invalid input: parameters.{describe_validation_error(exc)} (provider local)"
+        ) from None
+
+
+@functools.cache
+def _adapter(shape: type) -> TypeAdapter[Any]:
+    return TypeAdapter(shape)
+
+
 def _embed(model: Model, payload: dict[str, Any], _seconds: float, batch: int) -> Any:
     texts = payload["inputs"]
     if not model.sentence_transformer:  # token embeddings: [1][tokens][d] a text
@@ -461,9 +543,6 @@ def _zero_shot(model: Model, payload: dict[str, Any], _seconds: float, batch: in
 def _entities(model: Model, payload: dict[str, Any], _seconds: float, batch: int) -> Any:
     options = {"aggregation_strategy": "simple"}
     options.update(_parameters(payload, "aggregation_strategy", "ignore_labels", "stride"))
-    stride = options.get("stride")
-    if stride is not None and not (isinstance(stride, int) and stride >= 0):
-        raise InputError("Invalid input: parameters.stride: expected a whole number, 0 or more")
     return _in_batches(model, payload["inputs"], batch, **options)
 
 
@@ -607,7 +686,9 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    if isinstance(value, str | bool | int | float) or value is None:
+    if isinstance(value, str):  # an answer may echo its input: masked as the API's are
+        return redact_value(value)
+    if isinstance(value, bool | int | float) or value is None:
         return value
     tolist = getattr(value, "tolist", None)  # numpy and torch
     return _plain(tolist()) if callable(tolist) else str(value)

@@ -16,8 +16,9 @@ from typing import Any
 
 MASK = "***"
 _known: set[str] = set()
-# Hugging Face tokens, and the values of Secrets Manager / SSM answers as botocore logs them.
-_TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{20,}")
+# Hugging Face tokens (in any case: an error may upper-case what it was given), and the
+# values of Secrets Manager / SSM answers as botocore logs them.
+_TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{20,}", re.IGNORECASE)
 # A secret store's answer as botocore logs it (a bytes repr, JSON inside JSON): everything
 # after the value's key is masked, whatever escaping it holds.
 _STORED_VALUE = re.compile(r'("(?:SecretString|SecretBinary|Value)"\s*:).*', re.S)

@@ -609,3 +609,41 @@ def test_a_model_that_leaves_the_cache_leaves_memory(local, hf, env):
     assert run(model=TINY["text-classification"], task="text-classification", text="x")["success"]
     gc.collect()
     assert gone() is None
+
+
+@pytest.mark.parametrize(
+    ("task", "parameters", "named"),
+    [
+        ("text-classification", {"top_k": "x"}, "parameters.top_k"),
+        ("text-classification", {"top_k": 1.5}, "parameters.top_k"),
+        ("text-classification", {"top_k": 0}, "parameters.top_k"),
+        ("text-classification", {"function_to_apply": "bogus"}, "parameters.function_to_apply"),
+        ("token-classification", {"aggregation_strategy": "most"}, "parameters.aggregation"),
+        ("token-classification", {"ignore_labels": "O"}, "parameters.ignore_labels"),
+        ("token-classification", {"stride": -1}, "parameters.stride"),
+        ("fill-mask", {"targets": 3}, "parameters.targets"),
+    ],
+)
+def test_a_wrong_parameter_is_invalid_input_naming_it(local, hf, task, parameters, named):
+    text = "my [MASK]" if task == "fill-mask" else "hello"
+    envelope = run(model=TINY[task], task=task, text=text, parameters=parameters)
+    assert not envelope["success"]
+    assert envelope["error"].startswith(f"Invalid input: {named}"), envelope["error"]
+
+
+def test_a_token_in_the_input_is_masked_in_a_local_answer_and_error(local, hf, env):
+    """As an API answer that echoes the token is masked, so is the model's here: a label
+    the caller gave, or a value an error repeats (upper-cased)."""
+    token = "hf_SecretToken0123456789abcdefABCD"
+    env.setenv("HUGGINGFACE_API_KEY", token)
+    envelope = run(
+        model=TINY["zero-shot-classification"],
+        task="zero-shot-classification",
+        text="hello",
+        candidate_labels=[token, "other"],
+    )
+    assert envelope["success"] and token not in json.dumps(envelope)
+    assert '"***"' in json.dumps(envelope["result"])  # the label, masked
+    from function.redact import redact
+
+    assert "SECRET" not in redact(f"KeyError: '{token.upper()}'")
