@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import time
@@ -479,7 +480,7 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(getattr(args, "verbose", 0))
     if args.command == "batch":
-        return _batch(args, parser)
+        return _batch(args, parser, sys.argv[1:] if argv is None else argv)
     if args.command == "compare":
         return _compare(args, parser)
     if args.command == "history":
@@ -680,7 +681,7 @@ def _run_event(path: Path, parser: argparse.ArgumentParser, verbosity: int) -> i
     return EXIT_OK if handled.ok else EXIT_FAILED
 
 
-def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
     from function.batchfields import BatchFields
     from function.errors import InputError, RunJobError
     from function.lifecycle import Handled, cli_invocation, handle
@@ -747,9 +748,29 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     result = handled.reply
     sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")  # the error is logged too
     _token_hint(result)
+    if result.get("continued") and isinstance(result.get("continuation"), str):
+        sys.stderr.write(f"To go on: {_going_on(argv, result['continuation'], output_path)}\n")
     if interrupt.signalled:
         return 128 + interrupt.signalled  # 130 for Ctrl-C, 143 for SIGTERM
     return EXIT_OK if handled.ok else EXIT_FAILED
+
+
+def _going_on(argv: list[str], continuation: str, output: str | None) -> str:
+    """The command that runs a batch's continuation: its own options, the continuation as
+    its input, and an output beside the first one."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--input", "--output", "--continuation"):
+            skip = True
+        elif not arg.startswith(("--input=", "--output=", "--continuation=")):
+            kept.append(arg)
+    command = ["hf-run-job", *kept, "--input", continuation]
+    if output not in (None, "-"):
+        stem, dot, suffix = output.rpartition(".")
+        command += ["--output", f"{stem}.rest.{suffix}" if dot else f"{output}.rest"]
+    return shlex.join(command)
 
 
 class Interrupt:

@@ -669,7 +669,10 @@ class Lifecycle:
         if result.cache_hits:
             summary["cache_hits"] = result.cache_hits
         if len(result.places) == 1:  # where the items ran, when they all ran in one place
-            (summary["where"], summary["provider"]), *_ = result.places
+            ((where, provider),) = result.places
+            summary["where"] = where
+            if provider is not None:  # the router's provider (text-generation)
+                summary["provider"] = provider
         # The work that follows (continuation, rest) keeps the batch's fields, and of a
         # per-run budget what this run left.
         follow = {**plan.shared, **passed_on(plan.options)}

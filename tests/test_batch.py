@@ -286,6 +286,11 @@ def test_cli_batch_to_a_file_with_a_continuation(hf, tmp_path: Path):
     # Items without an id keep their position (as their id) in the continuation.
     assert all(line["text"] == f"text {line['id']}" for line in rest)
     assert sorted(written + [line["id"] for line in rest]) == list(range(60))
+    # The way on, as a command: the same options, the continuation in, an output beside.
+    (going_on,) = [line for line in done.stderr.splitlines() if line.startswith("To go on: ")]
+    assert going_on.endswith(
+        f"--concurrency 2 --timeout 3 --input {continuation} --output {tmp_path / 'out.rest.jsonl'}"
+    )
 
 
 def test_cli_batch_rate_cap(hf, tmp_path: Path):

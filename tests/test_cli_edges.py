@@ -522,3 +522,30 @@ def test_records_that_cannot_be_read_are_a_clear_failure_naming_where(command, t
     assert done.returncode == 1, done.stderr
     assert "cannot read the run records in s3://bucket/p" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "output", "expected"),
+    [
+        (
+            ["batch", "--input", "in.jsonl", "--output", "out.jsonl", "--provider", "local"],
+            "out.jsonl",
+            "hf-run-job batch --provider local --input c.jsonl --output out.rest.jsonl",
+        ),
+        (
+            ["-v", "batch", "--input=in.jsonl", "--label", "a b", "--continuation", "x"],
+            None,
+            "hf-run-job -v batch --label 'a b' --input c.jsonl",
+        ),
+        (["batch", "--input", "-", "--output", "-"], "-", "hf-run-job batch --input c.jsonl"),
+        (
+            ["batch", "--output", "results"],
+            "results",
+            "hf-run-job batch --input c.jsonl --output results.rest",
+        ),
+    ],
+)
+def test_a_continued_batch_says_the_command_that_goes_on(argv, output, expected):
+    from function.cli import _going_on
+
+    assert _going_on(argv, "c.jsonl", output) == expected
