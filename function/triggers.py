@@ -227,8 +227,22 @@ def _checked(fields: dict[str, Any], what: str) -> Request:
     try:
         jsontext.check(fields)
     except ValueError as exc:
-        return Request(problem=InputError(f"{what} is {exc}"))
+        return Request(problem=InputError(f"{what} is {exc}{_which(fields)}"))
     return Request(dict(fields))
+
+
+def _which(fields: dict[str, Any]) -> str:
+    """Where in an event's fields the value that is not usable JSON is, when it is in one
+    of its items (or texts): ` (in items[3])`."""
+    for name, values in fields.items():
+        if not isinstance(values, list):
+            continue
+        for index, value in enumerate(values):
+            try:
+                jsontext.check(value)
+            except ValueError:
+                return f" (in {name}[{index}])"
+    return ""
 
 
 def _not_an_object(what: str, value: Any) -> InputError:

@@ -195,3 +195,15 @@ def test_importing_the_handler_leaves_the_aws_batch_and_local_paths_unloaded():
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_an_event_item_that_is_not_usable_json_is_named():
+    """An event that arrived parsed (a direct invoke) is refused whole when a string in it
+    is not Unicode, and the message says which item holds it."""
+    from function.triggers import read_event
+
+    (request,) = read_event({"items": [{"text": "ok"}, {"id": 7, "text": "bad \ud800"}]}).requests
+    assert request.problem is not None
+    assert request.problem.message == (
+        "The event is not usable JSON: a string holds a lone surrogate (not Unicode) (in items[1])"
+    )
