@@ -31,6 +31,7 @@ from function.budget import Budget
 from function.client import Deadline
 from function.envelope import Outcome, Usage, failure_envelope
 from function.errors import InputError, RunJobError
+from function.redact import redact
 from function.runs import Used
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,12 @@ class Writer(Protocol):
 
 
 def failure_record(item: Item, problem: RunJobError) -> dict[str, Any]:
-    return {**failure_envelope(problem.message, model=None), "id": item.id}
+    return {**failure_envelope(problem.message, model=None), "id": _shown(item.id)}
+
+
+def _shown(id_: Any) -> Any:
+    """An item's id as its record shows it: a token given as an id is masked."""
+    return redact(id_) if isinstance(id_, str) else id_
 
 
 @dataclass
@@ -399,7 +405,7 @@ class BatchRun:
             if self.stop_at.remaining() < NEAR_S:
                 self.stop("deadline")
         else:
-            self._answered(seq, {**outcome.envelope, "id": item.id})
+            self._answered(seq, {**outcome.envelope, "id": _shown(item.id)})
             if not outcome.success:
                 self.summary.count_failure(outcome.error_kind)
             self.summary.count(outcome.usage)

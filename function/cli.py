@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch = commands.add_parser(
         "batch",
         parents=[verbose],
+        allow_abbrev=False,  # the continuation's command drops options by their full names
         help="run many items from a JSONL or CSV file (or stdin), in input order",
         description=(
             "Run every item of a JSONL file (a line per item: an object of run inputs with an "
@@ -755,22 +756,30 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list
     return EXIT_OK if handled.ok else EXIT_FAILED
 
 
+# The options of where a batch reads and writes: its continuation (JSONL) sets its own.
+_PLACES = ("--input", "--output", "--continuation", "--text-column", "--id-column")
+
+
 def _going_on(argv: list[str], continuation: str, output: str | None) -> str:
     """The command that runs a batch's continuation: its own options, the continuation as
-    its input, and an output beside the first one."""
+    its input, and an output beside the first one (the token masked, as everywhere)."""
+    from function.redact import redact
+
     kept, skip = [], False
     for arg in argv:
         if skip:
             skip = False
-        elif arg in ("--input", "--output", "--continuation"):
+        elif arg in _PLACES:
             skip = True
-        elif not arg.startswith(("--input=", "--output=", "--continuation=")):
+        elif not arg.startswith(tuple(f"{place}=" for place in _PLACES)):
             kept.append(arg)
     command = ["hf-run-job", *kept, "--input", continuation]
     if output not in (None, "-"):
-        stem, dot, suffix = output.rpartition(".")
-        command += ["--output", f"{stem}.rest.{suffix}" if dot else f"{output}.rest"]
-    return shlex.join(command)
+        folder, slash, name = output.rpartition("/")
+        stem, dot, suffix = name.rpartition(".")
+        rest = f"{stem}.rest.{suffix}" if dot and stem else f"{name}.rest"
+        command += ["--output", f"{folder}{slash}{rest}"]
+    return redact(shlex.join(command))
 
 
 class Interrupt:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from function.errors import RunJobError
+from function.redact import redact
 
 
 class Envelope(TypedDict):
@@ -22,7 +23,7 @@ def success_envelope(result: Any, *, is_classification: bool, model: str) -> Env
         "success": True,
         "result": result,
         "is_classification": is_classification,
-        "model": model,
+        "model": redact(model),  # a token given as the model id is not shown back
         "error": None,
     }
 
@@ -32,7 +33,7 @@ def failure_envelope(error: str, *, model: str | None) -> Envelope:
         "success": False,
         "result": None,
         "is_classification": False,
-        "model": model,
+        "model": None if model is None else redact(model),
         "error": error,
     }
 

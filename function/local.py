@@ -48,7 +48,7 @@ from function.errors import (
     LocalRunError,
     UpstreamTimeoutError,
 )
-from function.redact import redact, redact_value
+from function.redact import redact
 from function.settings import MIB, Settings
 from function.threads import Worker, bounded
 
@@ -481,7 +481,10 @@ def check_parameters(task: str, payload: Any) -> None:
     from function.inputs import describe_validation_error
 
     try:
-        _adapter(shape).validate_python({k: v for k, v in given.items() if v is not None})
+        # Strict: the pipeline gets the value as given, so "false" is not taken for False.
+        _adapter(shape).validate_python(
+            {k: v for k, v in given.items() if v is not None}, strict=True
+        )
     except ValidationError as exc:
         raise InputError(
             f"Invalid input: parameters.{describe_validation_error(exc)} (provider local)"
@@ -687,7 +690,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, str):  # an answer may echo its input: masked as the API's are
-        return redact_value(value)
+        return redact(value)
     if isinstance(value, bool | int | float) or value is None:
         return value
     tolist = getattr(value, "tolist", None)  # numpy and torch

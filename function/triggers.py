@@ -232,16 +232,15 @@ def _checked(fields: dict[str, Any], what: str) -> Request:
 
 
 def _which(fields: dict[str, Any]) -> str:
-    """Where in an event's fields the value that is not usable JSON is, when it is in one
-    of its items (or texts): ` (in items[3])`."""
-    for name, values in fields.items():
-        if not isinstance(values, list):
-            continue
-        for index, value in enumerate(values):
+    """Where in an event's fields the value that is not usable JSON is: ` (in system)`,
+    ` (in items[3])`."""
+    for name, value in fields.items():
+        values = value if isinstance(value, list) else [value]
+        for index, one in enumerate(values):
             try:
-                jsontext.check(value)
+                jsontext.check({name: one})
             except ValueError:
-                return f" (in {name}[{index}])"
+                return f" (in {name}[{index}])" if isinstance(value, list) else f" (in {name})"
     return ""
 
 

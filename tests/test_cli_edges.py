@@ -543,6 +543,11 @@ def test_records_that_cannot_be_read_are_a_clear_failure_naming_where(command, t
             "results",
             "hf-run-job batch --input c.jsonl --output results.rest",
         ),
+        (
+            ["batch", "--input", "in.csv", "--text-column", "body", "--id-column=ticket"],
+            "d.v1/out",
+            "hf-run-job batch --input c.jsonl --output d.v1/out.rest",
+        ),
     ],
 )
 def test_a_continued_batch_says_the_command_that_goes_on(argv, output, expected):

@@ -622,11 +622,18 @@ def test_a_model_that_leaves_the_cache_leaves_memory(local, hf, env):
         ("token-classification", {"ignore_labels": "O"}, "parameters.ignore_labels"),
         ("token-classification", {"stride": -1}, "parameters.stride"),
         ("fill-mask", {"targets": 3}, "parameters.targets"),
+        ("fill-mask", {"top_k": "2"}, "parameters.top_k"),  # strict: the pipeline gets "2"
+        ("text-classification", {"top_k": 1.0}, "parameters.top_k"),
+        ("text-classification", {"top_k": True}, "parameters.top_k"),
+        ("zero-shot-classification", {"multi_label": "false"}, "parameters.multi_label"),
     ],
 )
 def test_a_wrong_parameter_is_invalid_input_naming_it(local, hf, task, parameters, named):
     text = "my [MASK]" if task == "fill-mask" else "hello"
-    envelope = run(model=TINY[task], task=task, text=text, parameters=parameters)
+    labels = ["a", "b"] if task == "zero-shot-classification" else None
+    envelope = run(
+        model=TINY[task], task=task, text=text, parameters=parameters, candidate_labels=labels
+    )
     assert not envelope["success"]
     assert envelope["error"].startswith(f"Invalid input: {named}"), envelope["error"]
 
@@ -640,10 +647,13 @@ def test_a_token_in_the_input_is_masked_in_a_local_answer_and_error(local, hf, e
         model=TINY["zero-shot-classification"],
         task="zero-shot-classification",
         text="hello",
-        candidate_labels=[token, "other"],
+        candidate_labels=[token, token.upper(), "x" + token.lower()],
     )
-    assert envelope["success"] and token not in json.dumps(envelope)
-    assert '"***"' in json.dumps(envelope["result"])  # the label, masked
+    shown = json.dumps(envelope)
+    assert envelope["success"] and "secret" not in shown.lower(), shown
+    assert shown.count("***") == 3  # the labels, masked whatever their case
+    envelope = run(model=token, task="fill-mask", text="my [MASK]")  # the token as a model id
+    assert not envelope["success"] and "secret" not in json.dumps(envelope).lower()
     from function.redact import redact
 
     assert "SECRET" not in redact(f"KeyError: '{token.upper()}'")

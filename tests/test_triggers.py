@@ -207,3 +207,5 @@ def test_an_event_item_that_is_not_usable_json_is_named():
     assert request.problem.message == (
         "The event is not usable JSON: a string holds a lone surrogate (not Unicode) (in items[1])"
     )
+    (request,) = read_event({"system": "\udfff", "items": ["a"]}).requests
+    assert request.problem is not None and request.problem.message.endswith("(in system)")
