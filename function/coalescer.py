@@ -6,7 +6,7 @@ per text:
   `FLUSH_AFTER_S`; the requests go in parallel (the limiter bounds them);
 - every task whose pipeline takes a list, in this process (`provider: local`): the texts
   that came while the model was busy run in order of length, so that a call pads its texts
-  little (as `SentenceTransformer.encode` orders its texts), `batch_size` a call or what
+  little (as `SentenceTransformer.encode` orders its texts), a few batches a call or what
   the model runs in a few seconds (`function.local.call_size`). At most `AT_THE_MODEL`
   calls wait at the model: one runs while the next is ready.
 
@@ -35,7 +35,7 @@ from function.errors import (
     RunJobError,
     UpstreamTimeoutError,
 )
-from function.local import LIST_TASKS, call_size
+from function.local import CALL_BATCHES, LIST_TASKS, call_size
 
 FLUSH_AFTER_S = 0.005  # the first texts of a list wait this long for more
 AT_THE_MODEL = 2  # a local model's calls sent and not yet answered, at most
@@ -200,7 +200,7 @@ class Coalescer:
                     lot.runner = None
                     return
                 first = queue[0]
-                sizes = [t.size for t in queue[: self.batch_size]]
+                sizes = [t.size for t in queue[: self.batch_size * CALL_BATCHES]]
                 count = call_size(first.call, sizes, self.batch_size, first.deadline)
                 texts, queue = queue[:count], queue[count:]
                 self._start(self._send(texts), then=lot.at_the_model.release)

@@ -69,6 +69,7 @@ LIST_TASKS = frozenset(
 )
 CALL_S = 10.0  # a call to a model holds about this much work at most
 FIRST_CALL = 8  # texts in a model's calls until one has been timed
+CALL_BATCHES = 4  # batches a call holds at most: fewer trips between the model and the loop
 EXTRA = "pip install 'hf-run-job[local]' (with a CPU build of torch: see the README)"
 
 
@@ -109,9 +110,9 @@ async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiRe
 
 def call_size(call: Call, sizes: list[int], batch_size: int, deadline: Deadline) -> int:
     """How many of the next texts (`sizes`: their characters, in the order they go) make
-    the model's next call: `batch_size` at most, and no more than it runs in `CALL_S` or a
-    quarter of the time left, by the speed of its last call (at least one text;
-    `FIRST_CALL` texts until it has been timed). So a batch answers texts before its
+    the model's next call: `CALL_BATCHES` batches at most, and no more than it runs in
+    `CALL_S` or a quarter of the time left, by the speed of its last call (at least one
+    text; `FIRST_CALL` texts until it has been timed). So a batch answers texts before its
     deadline whatever its `batch_size`, and a call's memory stays bounded."""
     model_id, _, task = call.url.removeprefix(f"{LOCAL}/models/").partition("/pipeline/")
     model = MODELS.loaded(model_id, task)
@@ -119,11 +120,11 @@ def call_size(call: Call, sizes: list[int], batch_size: int, deadline: Deadline)
     if speed is None:
         return min(batch_size, FIRST_CALL)
     seconds, work = min(CALL_S, deadline.remaining() / 4), 0.0
-    for count, size in enumerate(sizes[:batch_size]):
+    for count, size in enumerate(sizes[: batch_size * CALL_BATCHES]):
         work += size * speed
         if work > seconds:
             return max(1, count)
-    return batch_size
+    return batch_size * CALL_BATCHES
 
 
 def _late(message: str) -> UpstreamTimeoutError:

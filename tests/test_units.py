@@ -518,7 +518,7 @@ def test_every_text_gets_its_own_answer_or_its_own_failure_once(texts, batch_siz
     ("seconds_a_char", "length", "remaining", "texts_a_call"),
     [
         (None, 10, 60, 8),  # not timed yet: FIRST_CALL texts
-        (1e-5, 10, 60, 100),  # fast: the whole batch_size
+        (1e-5, 10, 60, 100),  # fast: CALL_BATCHES batches of 25
         (0.01, 10, 60, 100),  # 100 texts of 10 characters: 10 s, CALL_S
         (0.01, 20, 60, 50),  # longer texts: as many as run in CALL_S
         (0.01, 10, 8.2, 20),  # a deadline 8.2 s away: about 2 s of work
@@ -534,7 +534,7 @@ def test_a_local_call_holds_what_its_model_runs_in_a_few_seconds(
     from function import local
     from function.threads import Worker
 
-    assert (local.CALL_S, local.FIRST_CALL) == (10.0, 8)  # the figures above are for them
+    assert (local.CALL_S, local.FIRST_CALL, local.CALL_BATCHES) == (10.0, 8, 4)  # as above
     model = local.Model("m", "feature-extraction", None, True, threading.Lock(), Worker("w"))
     model.seconds_a_char = seconds_a_char
     loaded: Future[local.Model] = Future()
@@ -543,7 +543,7 @@ def test_a_local_call_holds_what_its_model_runs_in_a_few_seconds(
 
     def size(url: str) -> int:
         call = Call(url, {"inputs": "x"}, "m")
-        return local.call_size(call, [length] * 100, 100, Deadline(remaining))
+        return min(100, local.call_size(call, [length] * 100, 25, Deadline(remaining)))
 
     assert size("local:/models/m/pipeline/feature-extraction") == texts_a_call
     assert size("local:/models/other/pipeline/feature-extraction") == 8  # not loaded
