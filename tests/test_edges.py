@@ -378,7 +378,10 @@ def test_a_big_s3_input_leaves_its_unread_rest_as_a_part(env, hf, queue):
             "input_uri": "s3://edge-in/in.jsonl",
             "output_uri": "s3://edge-in/out.jsonl",
             "concurrency": 4,
-        }
+        },
+        # Time for the queue (moto) to answer while the other test worker loads torch: at
+        # 3 s, one clean run's reply said "RUN_QUEUE_URL: no answer before the deadline".
+        remaining_ms=6000,
     ).reply
     assert first["rest"]["queued"] == "s3://edge-in/out.c1.rest.jsonl"
     assert first["total"] < 3000  # it did not read everything into its continuation
