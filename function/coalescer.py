@@ -150,7 +150,10 @@ class Coalescer:
     async def _in_a_list(self, call: Call, deadline: Deadline) -> ApiResponse:
         loop = asyncio.get_running_loop()
         parameters = jsontext.dumps(call.payload.get("parameters") or {}, sort_keys=True)
-        lot = self._lots.setdefault(f"{call.url}\n{parameters}", _Lot())
+        key = f"{call.url}\n{parameters}"
+        lot = self._lots.get(key)
+        if lot is None:  # not setdefault: a lot is made once, not for every text
+            lot = self._lots[key] = _Lot()
         text = _Text(call.payload["inputs"], call, deadline, loop.create_future())
         lot.waiting.append(text)
         if call.url.startswith(LOCAL):
@@ -162,19 +165,15 @@ class Coalescer:
             lot.timer = loop.call_later(FLUSH_AFTER_S, self._send_waiting, lot)
         # A list is sent by the latest deadline of its texts; each text waits to its own.
         remaining = deadline.remaining()
+        timer = None if math.isinf(remaining) else loop.call_later(remaining, _late, text)
         try:
-            async with asyncio.timeout(None if math.isinf(remaining) else remaining):
-                return await asyncio.shield(text.answer)
-        except TimeoutError:
-            text.dropped = True
-            error = UpstreamTimeoutError(
-                f"The run's deadline came before model '{call.model}' answered"
-            )
-            error.out_of_time = True
-            raise error from None
+            return await text.answer
         except asyncio.CancelledError:
             text.dropped = True
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def _send_waiting(self, lot: _Lot) -> None:
         """On the API: what has come goes as one request."""
@@ -263,6 +262,16 @@ def _not_mine(exc: BaseException, shared: asyncio.Future[Any]) -> bool:
         return exc.out_of_time
     task = asyncio.current_task()
     return shared.cancelled() and task is not None and not task.cancelling()
+
+
+def _late(text: _Text) -> None:
+    """A text's own deadline came first: it is not sent, or its answer not waited for."""
+    text.dropped = True
+    error = UpstreamTimeoutError(
+        f"The run's deadline came before model '{text.call.model}' answered"
+    )
+    error.out_of_time = True
+    _fail(text.answer, error)
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
