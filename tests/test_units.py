@@ -514,6 +514,66 @@ def test_every_text_gets_its_own_answer_or_its_own_failure_once(texts, batch_siz
     assert sorted(answered) == sorted(good)  # each distinct text answered once
 
 
+@given(
+    asks=st.lists(
+        st.tuples(
+            st.integers(1, 12),  # the text's length
+            st.sampled_from([0.0, 0.02, 0.06, 5.0]),  # its own deadline
+            st.none() | st.sampled_from([0.0, 0.01, 0.04]),  # cancelled after, or never
+        ),
+        max_size=30,
+    ),
+)
+@examples(max_examples=40, deadline=None)
+def test_local_texts_under_their_own_deadlines_and_cancellations(asks):
+    """Whatever the deadlines and the cancellations: a text is answered with its own
+    answer, or fails out_of_time (only with a short deadline), or is cancelled (only if
+    its asker was); none is left waiting, and none is sent twice."""
+
+    class Slow(Recorder):
+        async def post_json(self, call, deadline):
+            await asyncio.sleep(0.03)
+            return await super().post_json(call, deadline)
+
+    recorder = Slow()
+
+    async def main():
+        coalescer = Coalescer(recorder, batch_size=4)
+        tasks = [
+            asyncio.ensure_future(
+                coalescer.post_json(
+                    Call(LOCAL_URL, {"inputs": f"{i:02}" + "x" * n}, "m"), Deadline(s)
+                )
+            )
+            for i, (n, s, _) in enumerate(asks)
+        ]
+        cancelled = [False] * len(asks)
+
+        async def cancel(position: int, after: float) -> None:
+            await asyncio.sleep(after)
+            cancelled[position] = tasks[position].cancel()
+
+        cancels = [cancel(i, after) for i, (_, _, after) in enumerate(asks) if after is not None]
+        await asyncio.wait_for(asyncio.gather(*cancels), 5)
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+        await coalescer.aclose()
+        return results, cancelled
+
+    results, cancelled = asyncio.run(main())
+    for i, ((n, seconds, _), result, was_cancelled) in enumerate(
+        zip(asks, results, cancelled, strict=True)
+    ):
+        if was_cancelled:
+            assert isinstance(result, asyncio.CancelledError), (i, result)
+        elif isinstance(result, UpstreamTimeoutError):
+            assert result.out_of_time and seconds < 5, (i, seconds, result)
+        else:  # no answer comes within 0.03 s, so none before such a deadline
+            assert seconds > 0.03, (i, seconds, result)
+            assert result.body == [float(2 + n)], (i, result)
+    sent = [t for payload in recorder.sent for t in payload["inputs"]]
+    assert len(sent) == len(set(sent))
+
+
 @pytest.mark.parametrize(
     ("seconds_a_char", "length", "remaining", "texts_a_call"),
     [
