@@ -69,7 +69,7 @@ class Deadline:
         if callable(remaining_ms):
             try:
                 seconds = float(remaining_ms()) / 1000.0
-            except (TypeError, ValueError):
+            except Exception:  # a context we cannot read (a stand-in's): the default budget
                 seconds = settings.default_budget_s
             return cls(max(0.0, seconds - settings.deadline_margin_s))
         return cls(settings.default_budget_s)

@@ -97,11 +97,17 @@ class Coalescer:
         known = self._answers.get(key)
         if known is not None:
             self._answers.move_to_end(key)
+            remaining = deadline.remaining()
             try:
-                answer = await asyncio.shield(known)
+                async with asyncio.timeout(None if math.isinf(remaining) else remaining):
+                    answer = await asyncio.shield(known)  # to our own deadline, not its asker's
+            except TimeoutError:
+                raise _out_of_time(call) from None
             except (RunJobError, asyncio.CancelledError) as exc:
-                if not _not_mine(exc, known) or deadline.remaining() <= 0:
+                if not _not_mine(exc, known):
                     raise
+                if deadline.remaining() <= 0:
+                    raise _out_of_time(call) from None
                 return await self.post_json(call, deadline)  # its asker's end, not ours
             # Sent once: what it cost is counted once, on the first item that asked.
             return replace(answer, usage=Usage(compute_type=answer.usage.compute_type), attempts=0)
@@ -182,7 +188,7 @@ class Coalescer:
             lot.timer = None
         texts = lot.take()
         if texts:
-            self._start(self._send(texts))
+            self._start_send(texts)
 
     async def _feed(self, lot: _Lot) -> None:
         """In this process: the model's calls, shortest first out of what came while it was
@@ -192,6 +198,8 @@ class Coalescer:
         try:
             while True:
                 await lot.at_the_model.acquire()
+                # Texts whose deadline came while they waited are not sent.
+                queue = [t for t in queue if not t.dropped]
                 if not queue:  # what came meanwhile, in order of length
                     queue = sorted(lot.take(), key=lambda t: t.size)
                 if not queue:
@@ -202,7 +210,7 @@ class Coalescer:
                 sizes = [t.size for t in queue[: self.batch_size * CALL_BATCHES]]
                 count = call_size(first.call, sizes, self.batch_size, first.deadline)
                 texts, queue = queue[:count], queue[count:]
-                self._start(self._send(texts), then=lot.at_the_model.release)
+                self._start_send(texts, then=lot.at_the_model.release)
         finally:
             for text in queue:  # stopped: what was not sent is not answered
                 text.answer.cancel()
@@ -216,6 +224,10 @@ class Coalescer:
         if then is not None:
             task.add_done_callback(lambda _: then())
         return task
+
+    def _start_send(self, texts: list[_Text], then: Callable[[], None] | None = None) -> None:
+        task = self._start(self._send(texts), then)
+        task.add_done_callback(lambda _: _unanswered(texts))
 
     async def _send(self, texts: list[_Text]) -> None:
         """One call with these texts, and each its own part of the answer. A call refused
@@ -267,11 +279,20 @@ def _not_mine(exc: BaseException, shared: asyncio.Future[Any]) -> bool:
 def _late(text: _Text) -> None:
     """A text's own deadline came first: it is not sent, or its answer not waited for."""
     text.dropped = True
-    error = UpstreamTimeoutError(
-        f"The run's deadline came before model '{text.call.model}' answered"
-    )
+    _fail(text.answer, _out_of_time(text.call))
+
+
+def _out_of_time(call: Call) -> UpstreamTimeoutError:
+    error = UpstreamTimeoutError(f"The run's deadline came before model '{call.model}' answered")
     error.out_of_time = True
-    _fail(text.answer, error)
+    return error
+
+
+def _unanswered(texts: list[_Text]) -> None:
+    """A send that ended without answering some of its texts (cancelled before it ran, so
+    none of its code did): they end cancelled, not waiting for ever."""
+    for text in texts:
+        text.answer.cancel()
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:

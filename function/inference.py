@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
 from dataclasses import replace
@@ -225,7 +226,9 @@ def _chain_failed(
     *,
     out_of_time: bool,
 ) -> RunJobError:
-    """The last alternate's error (its kind decides retry or not), naming every failure."""
+    """The last alternate's error (its kind decides retry or not), naming every failure. A
+    copy: the error may be shared by many items (one model's load, one request's answer)."""
+    last = copy.copy(last)
     if len(failures) > 1:
         said = (
             f"All {total} models failed"

@@ -78,11 +78,13 @@ async def post_json(call: Call, settings: Settings, deadline: Deadline) -> ApiRe
     model_id, _, task = call.url.removeprefix(f"{LOCAL}/models/").partition("/pipeline/")
     check_parameters(task, call.payload)
     loading = MODELS.get(model_id, task, settings)
-    try:
-        async with asyncio.timeout(deadline.remaining()):
-            model = await asyncio.shield(asyncio.wrap_future(loading))
-    except TimeoutError:
-        raise _late(f"Model '{model_id}' did not finish loading before the deadline") from None
+    if not loading.done():
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                await asyncio.shield(asyncio.wrap_future(loading))
+        except TimeoutError:
+            raise _late(f"Model '{model_id}' did not finish loading before the deadline") from None
+    model = loading.result()  # or the load's error
 
     def answer() -> tuple[Any, float]:
         started = time.monotonic()  # in the model's thread: its work, not the wait for it

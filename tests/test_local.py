@@ -3,6 +3,7 @@ token and no hub (HF_HUB_OFFLINE=1 and a cache of the tests' own: see tests/loca
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from function.errors import UpstreamTimeoutError
 from tests.conftest import invoke, run_cli
 from tests.fakehf import REFERENCE_DIR, Reply
 from tests.localmodels import MINILM, TINY, snapshot
@@ -190,6 +192,42 @@ def test_a_model_not_in_the_cache_says_how_to_fetch_it(local, hf):
     assert "'nobody/not-cached' is not in the Hugging Face cache" in envelope["error"]
     assert "HF_HUB_OFFLINE" in envelope["error"]
     assert "hf download nobody/not-cached" in envelope["error"]
+
+
+def test_items_sharing_one_failed_load_each_name_only_their_own_chain(local, hf):
+    """One model's load fails once for every item that asked for it: each item's error
+    names its own alternates, not the ones of the items before it."""
+    event = {
+        "provider": "local",
+        "model": "nobody/a",
+        "fallback": ["nobody/b"],
+        "task": "text-classification",
+        "candidate_labels": None,
+        "items": [{"id": i, "text": f"text {i}"} for i in range(4)],
+    }
+    summary = invoke(event, remaining_ms=60_000).reply
+    errors = [r["error"] for r in summary["results"]]
+    assert summary["failed"] == 4 and len(set(errors)) == 1, errors
+    assert errors[0].count("All 2 models failed") == 1
+    assert errors[0].count("'nobody/a' is not in the Hugging Face cache") == 1
+
+
+def test_a_loaded_model_with_no_time_left_is_late_to_answer_not_to_load(local, hf):
+    """A run that comes with no time left to a model already loaded does not blame the
+    load."""
+    from function.client import Call, Deadline
+    from function.local import LOCAL, post_json
+    from function.settings import load_settings
+
+    model = TINY["text-classification"]
+    assert run(model=model, task="text-classification", text="warm", candidate_labels=None)[
+        "success"
+    ]
+    call = Call(f"{LOCAL}/models/{model}/pipeline/text-classification", {"inputs": "x"}, model)
+    with pytest.raises(UpstreamTimeoutError) as raised:
+        asyncio.run(post_json(call, load_settings(), Deadline(0)))
+    assert raised.value.out_of_time
+    assert "did not answer before the deadline" in raised.value.message
 
 
 def test_a_damaged_model_folder_is_a_clear_failure(local, hf, local_models):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 from typing import Any
@@ -646,6 +647,97 @@ def test_an_identical_request_is_sent_again_when_its_first_asker_ran_out_of_time
     assert not isinstance(long, BaseException) and long.attempts == 1  # its own request
 
 
+@pytest.mark.parametrize("then", ["answered", "cancelled"])
+def test_an_identical_request_is_waited_for_only_to_the_asker_s_own_deadline(then):
+    """The second asker of a request already sent waits to its own deadline, and ends out of
+    time there: neither after the first asker's answer, nor cancelled with it."""
+
+    class Slow(Recorder):
+        async def post_json(self, call, deadline):
+            await asyncio.sleep(0.5)
+            return await super().post_json(call, deadline)
+
+    async def main():
+        coalescer = Coalescer(Slow(), batch_size=8)
+        first = asyncio.ensure_future(
+            coalescer.post_json(Call(LOCAL_URL, {"inputs": "same"}, "m"), Deadline(5))
+        )
+        await asyncio.sleep(0)
+        started = time.monotonic()
+        second = asyncio.ensure_future(
+            coalescer.post_json(Call(LOCAL_URL, {"inputs": "same"}, "m"), Deadline(0.02))
+        )
+        if then == "cancelled":
+            await asyncio.sleep(0.05)
+            first.cancel()
+        await asyncio.wait([second])
+        ended = time.monotonic() - started
+        await asyncio.gather(first, return_exceptions=True)
+        await coalescer.aclose()
+        return second.exception(), ended
+
+    error, ended = asyncio.run(main())
+    assert isinstance(error, UpstreamTimeoutError) and error.out_of_time, error
+    assert ended < 0.4  # the shared request takes 0.5 s
+
+
+def test_texts_whose_deadline_came_while_they_waited_for_the_model_are_not_sent():
+    """Texts taken to run after the model's current calls, whose own deadline comes while
+    they wait, are not sent when their turn comes."""
+
+    class Busy(Recorder):
+        async def post_json(self, call, deadline):
+            self.at.append(time.monotonic())
+            await asyncio.sleep(0.1)
+            return await super().post_json(call, deadline)
+
+    recorder = Busy()
+    recorder.at = []
+
+    async def main():
+        coalescer = Coalescer(recorder, batch_size=4)
+
+        def ask(text: str, seconds: float):
+            call = Call(LOCAL_URL, {"inputs": text}, "m")
+            return asyncio.ensure_future(coalescer.post_json(call, Deadline(seconds)))
+
+        short = [ask(f"s{i:02}", 0.05) for i in range(40)]  # the first two calls take 8
+        later = [ask(f"later{i}", 5) for i in range(8)]
+        results = await asyncio.gather(*short, *later, return_exceptions=True)
+        await coalescer.aclose()
+        return results
+
+    started = time.monotonic()
+    results = asyncio.run(main())
+    assert not any(isinstance(r, BaseException) for r in results[40:])
+    assert all(isinstance(r, UpstreamTimeoutError) for r in results[:40])
+    late = [
+        payload["inputs"]
+        for payload, at in zip(recorder.sent, recorder.at, strict=True)
+        if at - started > 0.05
+    ]
+    assert late and not [t for texts in late for t in texts if t.startswith("s")], late
+
+
+def test_closing_before_a_call_is_sent_leaves_no_text_waiting():
+    """aclose cancels a send that has not run yet: its texts end cancelled, even with no
+    deadline of their own to end them."""
+
+    async def main(turns: int):
+        coalescer = Coalescer(Recorder(), batch_size=4)
+        call = Call(LOCAL_URL, {"inputs": "hello"}, "m")
+        waiting = asyncio.ensure_future(coalescer.post_json(call, Deadline(math.inf)))
+        await asyncio.sleep(0.005)  # the runner gathers the first texts this long
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        await coalescer.aclose()
+        done, _ = await asyncio.wait([waiting], timeout=1)
+        waiting.cancel()
+        return bool(done)
+
+    assert all(asyncio.run(main(turns)) for turns in range(4))
+
+
 def test_a_failure_is_shared_by_the_waiters_but_not_remembered():
     class Failing(Recorder):
         async def post_json(self, call, deadline):
@@ -793,3 +885,21 @@ def test_a_call_still_waiting_for_its_worker_at_the_deadline_is_dropped():
     asyncio.run(main())
     time.sleep(0.1)
     assert ran == ["first"]
+
+
+class _Odd:
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def get_remaining_time_in_millis(self) -> Any:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize("answer", [RuntimeError("gone"), 10**400, "soon", None, object()])
+def test_a_context_whose_time_left_cannot_be_read_gets_the_default_budget(answer):
+    """Whatever a (stand-in) Lambda context answers, the run gets a deadline, not a crash."""
+    settings = Settings()
+    deadline = Deadline.for_invocation(_Odd(answer), settings)
+    assert 0 < deadline.remaining() <= settings.default_budget_s
