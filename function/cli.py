@@ -750,7 +750,14 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list
     sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")  # the error is logged too
     _token_hint(result)
     if result.get("continued") and isinstance(result.get("continuation"), str):
-        sys.stderr.write(f"To go on: {_going_on(argv, result['continuation'], output_path)}\n")
+        answered = result.get("succeeded", 0) + result.get("failed", 0)
+        if result.get("stopped") == "deadline" and not answered and args.timeout is not None:
+            sys.stderr.write(
+                f"Nothing was answered within --timeout {args.timeout:g} s (loading a local "
+                "model counts against it): give the batch more time, or no --timeout.\n"
+            )
+        going_on = _going_on(argv, result["continuation"], output_path, _program())
+        sys.stderr.write(f"To go on: {going_on}\n")
     if interrupt.signalled:
         return 128 + interrupt.signalled  # 130 for Ctrl-C, 143 for SIGTERM
     return EXIT_OK if handled.ok else EXIT_FAILED
@@ -760,7 +767,16 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list
 _PLACES = ("--input", "--output", "--continuation", "--text-column", "--id-column")
 
 
-def _going_on(argv: list[str], continuation: str, output: str | None) -> str:
+def _program() -> str:
+    """How this command was called, for a command to print: `.venv/bin/hf-run-job` as the
+    README calls it, else the installed name."""
+    called = sys.argv[0] if sys.argv else ""
+    return called if Path(called).name == "hf-run-job" else "hf-run-job"
+
+
+def _going_on(
+    argv: list[str], continuation: str, output: str | None, program: str = "hf-run-job"
+) -> str:
     """The command that runs a batch's continuation: its own options, the continuation as
     its input, and an output beside the first one (the token masked, as everywhere)."""
     from function.redact import redact
@@ -773,7 +789,7 @@ def _going_on(argv: list[str], continuation: str, output: str | None) -> str:
             skip = True
         elif not arg.startswith(tuple(f"{place}=" for place in _PLACES)):
             kept.append(arg)
-    command = ["hf-run-job", *kept, "--input", continuation]
+    command = [program, *kept, "--input", continuation]
     if output not in (None, "-"):
         folder, slash, name = output.rpartition("/")
         stem, dot, suffix = name.rpartition(".")

@@ -293,6 +293,19 @@ def test_cli_batch_to_a_file_with_a_continuation(hf, tmp_path: Path):
     )
 
 
+def test_a_cli_batch_that_answered_nothing_by_its_timeout_says_so(hf, tmp_path: Path):
+    """A --timeout that all goes on waiting (a local model's load, a slow API) answers
+    nothing; the command that goes on would do the same, so stderr says why."""
+    hf.on(PATH, lambda request: Reply(200, labels_for(request).body, delay=3))
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(json.dumps(f"text {i}") + "\n" for i in range(5)))
+    done = cli("batch", "--input", str(source), "--output", str(out), "--timeout", "1", hf=hf)
+    assert done.returncode == 1
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["succeeded"] == 0 and summary["continued"] == 5
+    assert "Nothing was answered within --timeout 1 s" in done.stderr, done.stderr
+
+
 def test_cli_batch_rate_cap(hf, tmp_path: Path):
     hf.on(PATH, labels_for)
     source = tmp_path / "in.jsonl"

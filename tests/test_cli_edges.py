@@ -554,3 +554,6 @@ def test_a_continued_batch_says_the_command_that_goes_on(argv, output, expected)
     from function.cli import _going_on
 
     assert _going_on(argv, "c.jsonl", output) == expected
+    # Called as the README calls it, the command says so (hf-run-job may not be on PATH).
+    called = _going_on(argv, "c.jsonl", output, ".venv/bin/hf-run-job")
+    assert called == expected.replace("hf-run-job", ".venv/bin/hf-run-job", 1)
