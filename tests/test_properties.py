@@ -1,12 +1,12 @@
 """The promises as invariants, over generated cases (hypothesis).
 
 1. No event ever raises, replies late, or replies in the wrong shape for its trigger, and no
-   reply shows the token (`test_no_event_breaks_the_reply`, 2,000 examples; `make fuzz`:
+   reply shows the token (`test_no_event_breaks_the_reply`, 1,000 examples; `make fuzz`:
    20,000).
 2. Exactly once: every input id ends as exactly one output record or one continuation line
    at each step, and as exactly one record at the end, whatever the server does, however
    short the deadlines, wherever the batch is interrupted (`test_batches_are_exactly_once`,
-   200 examples), and through the queue with continuations, parts and redeliveries
+   100 examples), and through the queue with continuations, parts and redeliveries
    (`test_queued_batches_are_exactly_once`).
 """
 
@@ -344,7 +344,7 @@ REMAINING_MS = 1500
 REPLY_BY_S = REMAINING_MS / 1000 - 0.3  # the remaining time less HF_DEADLINE_MARGIN
 
 
-@examples(2000, 20000)
+@examples(1000, 20000)
 @given(tagged=events)
 def test_no_event_breaks_the_reply(everywhere, tagged):
     from handler import lambda_handler
@@ -499,7 +499,7 @@ def run_file_batch(source: Path, output: Path, budget: float, interrupt_after: f
     return asyncio.run(main()).reply
 
 
-@examples(200, 2000)
+@examples(100, 2000)
 @given(
     case=batch_inputs(),
     budgets=st.lists(st.sampled_from([0.6, 1.0, 2.0]), min_size=1, max_size=4),
@@ -569,7 +569,7 @@ def sqs_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-@examples(60, 600)
+@examples(40, 600)
 @given(
     case=batch_inputs(),
     deadlines=st.lists(st.sampled_from([1200, 1800, 3000]), min_size=1, max_size=6),
