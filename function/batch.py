@@ -263,6 +263,7 @@ Progress = Callable[[Summary], None]
 
 
 PENDING_BYTES = 16 * 1024 * 1024
+START_BURST = 64  # items started before those started run a step
 REORDER = 4  # finished records that may wait for an earlier item: this many windows
 NEAR_S = 1.0  # an item out of time with less than this left: the batch stops
 
@@ -352,6 +353,8 @@ class BatchRun:
                     self._finished[seq] = (False, self.continuation_line(item))
                 else:
                     self._start(seq, item)
+                    if seq % START_BURST == START_BURST - 1:
+                        await asyncio.sleep(0)  # the first items go on while the rest start
                 seq += 1
                 self._write_ready()
             if self.on_read_all is not None:

@@ -464,6 +464,29 @@ def test_answers_waiting_behind_a_stuck_item_stay_within_the_byte_budget():
     assert peak["bytes"] <= PENDING_BYTES + size  # it used to reach a window's worth
 
 
+def test_the_first_items_run_while_the_rest_of_the_window_starts():
+    """A big window does not hold the first items back until it has started them all: they
+    (and a model's first call) are under way after the first few dozen starts."""
+    from function.batch import BatchRun
+    from function.envelope import Outcome, success_envelope
+
+    started_before_first = []
+
+    async def main():
+        async def run_item(item):
+            if not started_before_first:
+                started_before_first.append(engine.summary.total)
+            await asyncio.sleep(0)
+            return Outcome(success_envelope([], is_classification=False, model="m"))
+
+        engine = BatchRun(run_item, ListWriter(), ListWriter(), stop_at=Deadline(30), window=1024)
+        return await engine.run(items_from_list([{"text": f"t{i}"} for i in range(1000)]))
+
+    summary = asyncio.run(main())
+    assert summary.succeeded == 1000
+    assert started_before_first[0] <= 100  # it used to be the whole window, 1,000
+
+
 @pytest.mark.parametrize(
     "under", ["runs/2026-01-01.jsonl", "runs/usage/x/default.json", "runs/cache/ab.json"]
 )
