@@ -283,9 +283,9 @@ def _late(text: _Text) -> None:
 
 
 def _out_of_time(call: Call) -> UpstreamTimeoutError:
-    error = UpstreamTimeoutError(f"The run's deadline came before model '{call.model}' answered")
-    error.out_of_time = True
-    return error
+    return UpstreamTimeoutError(
+        f"The run's deadline came before model '{call.model}' answered", out_of_time=True
+    )
 
 
 def _unanswered(texts: list[_Text]) -> None:

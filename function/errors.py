@@ -39,11 +39,11 @@ class RunJobError(Exception):
     transient = False
     http_status = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, out_of_time: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.attempts = 0  # requests made before giving up
-        self.out_of_time = False  # the deadline, not the work, ended it
+        self.out_of_time = out_of_time  # the deadline, not the work, ended it
         self.tried: list[dict[str, object]] | None = None  # a fallback chain's alternates
 
 
@@ -82,9 +82,14 @@ class UpstreamError(RunJobError):
     http_status = 502
 
     def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        out_of_time: bool = False,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, out_of_time=out_of_time)
         self.status = status
         # Seconds the server asked us to wait (Retry-After, or a cold model's estimated_time).
         self.retry_after = retry_after

@@ -130,12 +130,11 @@ def call_size(call: Call, sizes: list[int], batch_size: int, deadline: Deadline)
 
 
 def _late(message: str) -> UpstreamTimeoutError:
-    error = UpstreamTimeoutError(
+    return UpstreamTimeoutError(
         f"{message}: give the run more time (--timeout, the function's timeout); in a warm "
-        "process the model stays loaded for the runs that follow"
+        "process the model stays loaded for the runs that follow",
+        out_of_time=True,
     )
-    error.out_of_time = True
-    return error
 
 
 # -- the models of this process ------------------------------------------------------------------
