@@ -814,10 +814,11 @@ class Interrupt:
     def fire(self, sig: int) -> None:
         self.signalled = sig
         asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+        by = "Ctrl-C again" if sig == signal.SIGINT else f"Ctrl-C (or SIGINT to {os.getpid()})"
         sys.stderr.write(
-            "\nStopping: answered items are written; the others, and the rest of the input not "
-            "read yet, go to the continuation (this can take a while). Ctrl-C again quits at "
-            "once, losing what is not written by then.\n"
+            f"\nStopping ({signal.Signals(sig).name}): answered items are written; the others, "
+            "and the rest of the input not read yet, go to the continuation (this can take a "
+            f"while). {by} quits at once, losing what is not written by then.\n"
         )
         if self._engine is not None:
             self._engine.stop("interrupted")

@@ -227,6 +227,9 @@ def test_an_interrupted_batch_writes_what_it_has_and_continues_the_rest(hf, resu
     process.send_signal(sig)
     stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == 128 + sig, stderr  # 130 for Ctrl-C, 143 for SIGTERM
+    # What stopped it, and what a second stop does: "again" only after a Ctrl-C.
+    assert f"Stopping ({signal.Signals(sig).name})" in stderr
+    assert ("Ctrl-C again quits at once" in stderr) == (sig == signal.SIGINT)
     summary = json.loads(stdout.splitlines()[-1])
     assert summary["stopped"] == "interrupted"
     written = [r["id"] for r in jsonl(out)]
