@@ -219,6 +219,7 @@ class Summary:
     places: set[tuple[str | None, str | None]] = field(default_factory=set)  # where, provider
     cache_hits: int = 0
     failed_by_kind: dict[str, int] = field(default_factory=dict)  # error kind -> items
+    first_error: str | None = None  # the first failure's message: why, when all failed
     # Records ready, written or waiting for an earlier item to be written (the progress):
     # a local model runs its texts by length, so a long text holds back the order a while.
     answered: int = 0
@@ -235,9 +236,11 @@ class Summary:
             seconds = self.compute_by_type.get(usage.compute_type, 0.0)
             self.compute_by_type[usage.compute_type] = seconds + (usage.compute_time_s or 0.0)
 
-    def count_failure(self, kind: str | None) -> None:
+    def count_failure(self, kind: str | None, error: str | None) -> None:
         kind = kind or "unknown"
         self.failed_by_kind[kind] = self.failed_by_kind.get(kind, 0) + 1
+        if self.first_error is None:
+            self.first_error = error
 
     def as_dict(self) -> dict[str, Any]:
         done = self.succeeded + self.failed
@@ -250,6 +253,7 @@ class Summary:
         }
         if self.failed_by_kind:
             summary["failed_by_kind"] = dict(sorted(self.failed_by_kind.items()))
+            summary["first_error"] = self.first_error
         if self.continued:
             summary["continued"] = self.continued
             summary["stopped"] = self.stopped
@@ -410,7 +414,7 @@ class BatchRun:
         else:
             self._answered(seq, {**outcome.envelope, "id": _shown(item.id)})
             if not outcome.success:
-                self.summary.count_failure(outcome.error_kind)
+                self.summary.count_failure(outcome.error_kind, outcome.envelope.get("error"))
             self.summary.count(outcome.usage)
             self._counted += 1
             if outcome.where is not None:  # an item refused before it ran went nowhere
@@ -429,7 +433,7 @@ class BatchRun:
         self.summary.answered += 1
 
     def _failed(self, item: Item, problem: RunJobError) -> dict[str, Any]:
-        self.summary.count_failure(problem.kind)
+        self.summary.count_failure(problem.kind, problem.message)
         return failure_record(item, problem)
 
     def _budget_window(self) -> int:

@@ -749,6 +749,10 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list
     result = handled.reply
     sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")  # the error is logged too
     _token_hint(result)
+    if result.get("failed") and not result.get("succeeded") and result.get("first_error"):
+        sys.stderr.write(
+            f"All {result['failed']:,} items failed. The first: {result['first_error']}\n"
+        )
     if result.get("continued") and isinstance(result.get("continuation"), str):
         answered = result.get("succeeded", 0) + result.get("failed", 0)
         if result.get("stopped") == "deadline" and not answered and args.timeout is not None:

@@ -306,6 +306,24 @@ def test_a_cli_batch_that_answered_nothing_by_its_timeout_says_so(hf, tmp_path: 
     assert "Nothing was answered within --timeout 1 s" in done.stderr, done.stderr
 
 
+def test_a_cli_batch_whose_items_all_fail_says_why_once(hf, tmp_path: Path):
+    """0 ok and N failed is not an answer: stderr names the first failure's error, once, and
+    the summary carries it; a batch with one success does not say so."""
+    hf.on(PATH, Reply(404, {"error": "Model not found"}))
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(f"text {i}") + "\n" for i in range(30)))
+    done = cli("batch", "--input", str(source), "--output", str(tmp_path / "out.jsonl"), hf=hf)
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["failed"] == 30 and summary["failed_by_kind"] == {"not_found": 30}
+    assert "not found" in summary["first_error"].lower(), summary
+    said = [line for line in done.stderr.splitlines() if line.startswith("All 30 items failed")]
+    assert said == [f"All 30 items failed. The first: {summary['first_error']}"], done.stderr
+    hf.on(PATH, lambda r: labels_for(r) if r.json["inputs"] == "text 0" else Reply(404, {}))
+    some = cli("batch", "--input", str(source), "--output", str(tmp_path / "o2.jsonl"), hf=hf)
+    assert json.loads(some.stdout.splitlines()[-1])["succeeded"] == 1
+    assert "items failed" not in some.stderr
+
+
 def test_cli_batch_rate_cap(hf, tmp_path: Path):
     hf.on(PATH, labels_for)
     source = tmp_path / "in.jsonl"
