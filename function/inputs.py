@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
@@ -177,6 +178,11 @@ def _echo(value: str) -> str:
     return repr(value if len(value) <= _MAX_ECHO else value[:_MAX_ECHO] + "...")
 
 
+def _visible(char: str) -> bool:
+    """Not whitespace, and not an invisible format character (Unicode Cf: U+200B, U+FEFF)."""
+    return not char.isspace() and unicodedata.category(char) != "Cf"
+
+
 class RunInputs(BaseModel):
     """The validated inputs of one inference run."""
 
@@ -227,6 +233,11 @@ class RunInputs(BaseModel):
     def _some_text(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("expected some text, got only whitespace")
+        if value is not None and not any(_visible(c) for c in value):  # stops at the first
+            raise ValueError(
+                "expected some text, got only whitespace and invisible characters "
+                "(zero-width spaces, joiners, byte order marks)"
+            )
         return value
 
     @field_validator("budget", mode="before")

@@ -82,6 +82,10 @@ def test_comma_separated_labels(env, hf):
         ({"candidate_labels": ", ,"}, "candidate_labels: expected at least one label"),
         ({"candidate_labels": [1, 2]}, "candidate_labels.0: Input should be a valid string"),
         ({"text": ""}, "text: String should have at least 1 character"),
+        (
+            {"text": " \u200b\ufeff\u2060 \u200d"},
+            "text: expected some text, got only whitespace and",
+        ),
         ({"wait_for_model": "sometimes"}, "wait_for_model: Input should be a valid boolean"),
         ({"task": "text-to-video"}, "task: Input should be 'zero-shot-classification'"),
         ({"parameters": [1]}, "parameters: Input should be a valid dictionary"),
