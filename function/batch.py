@@ -239,8 +239,8 @@ class Summary:
     def count_failure(self, kind: str | None, error: str | None) -> None:
         kind = kind or "unknown"
         self.failed_by_kind[kind] = self.failed_by_kind.get(kind, 0) + 1
-        if self.first_error is None:
-            self.first_error = error
+        if self.first_error is None and error is not None:
+            self.first_error = redact(error)  # masked: a reply never shows the token
 
     def as_dict(self) -> dict[str, Any]:
         done = self.succeeded + self.failed
