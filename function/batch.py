@@ -219,7 +219,8 @@ class Summary:
     places: set[tuple[str | None, str | None]] = field(default_factory=set)  # where, provider
     cache_hits: int = 0
     failed_by_kind: dict[str, int] = field(default_factory=dict)  # error kind -> items
-    first_error: str | None = None  # the first failure's message: why, when all failed
+    # The first failed item in input order (position, id, error): why, when all failed.
+    first_failure: tuple[int, Any, str] | None = None
     # Records ready, written or waiting for an earlier item to be written (the progress):
     # a local model runs its texts by length, so a long text holds back the order a while.
     answered: int = 0
@@ -236,11 +237,13 @@ class Summary:
             seconds = self.compute_by_type.get(usage.compute_type, 0.0)
             self.compute_by_type[usage.compute_type] = seconds + (usage.compute_time_s or 0.0)
 
-    def count_failure(self, kind: str | None, error: str | None) -> None:
+    def count_failure(self, kind: str | None, seq: int, record: dict[str, Any]) -> None:
+        """A failed item's record (its id shown as the record shows it)."""
         kind = kind or "unknown"
         self.failed_by_kind[kind] = self.failed_by_kind.get(kind, 0) + 1
-        if self.first_error is None and error is not None:
-            self.first_error = redact(error)  # masked: a reply never shows the token
+        if self.first_failure is None or seq < self.first_failure[0]:
+            error = redact(str(record.get("error")))  # masked: a reply never shows the token
+            self.first_failure = (seq, record.get("id"), error)
 
     def as_dict(self) -> dict[str, Any]:
         done = self.succeeded + self.failed
@@ -253,7 +256,9 @@ class Summary:
         }
         if self.failed_by_kind:
             summary["failed_by_kind"] = dict(sorted(self.failed_by_kind.items()))
-            summary["first_error"] = self.first_error
+        if self.first_failure is not None:
+            _, id_, error = self.first_failure
+            summary["first_failure"] = {"id": id_, "error": error}
         if self.continued:
             summary["continued"] = self.continued
             summary["stopped"] = self.stopped
@@ -352,7 +357,7 @@ class BatchRun:
                 ):
                     await self._settle()
                 if item.problem is not None:
-                    self._answered(seq, self._failed(item, item.problem))
+                    self._answered(seq, self._failed(seq, item, item.problem))
                 elif self.summary.stopped is not None:
                     self._finished[seq] = (False, self.continuation_line(item))
                 else:
@@ -402,7 +407,7 @@ class BatchRun:
         if error is not None:  # run_item never raises; still, no item is lost
             log.error("Unexpected error running an item", exc_info=error)
             problem = RunJobError(f"Internal error ({type(error).__name__}); see the logs")
-            self._answered(seq, self._failed(item, problem))
+            self._answered(seq, self._failed(seq, item, problem))
             return
         outcome = task.result()
         if outcome.out_of_time:  # the deadline came before it could finish: continued
@@ -412,9 +417,10 @@ class BatchRun:
             if self.stop_at.remaining() < NEAR_S:
                 self.stop("deadline")
         else:
-            self._answered(seq, {**outcome.envelope, "id": _shown(item.id)})
+            record = {**outcome.envelope, "id": _shown(item.id)}
+            self._answered(seq, record)
             if not outcome.success:
-                self.summary.count_failure(outcome.error_kind, outcome.envelope.get("error"))
+                self.summary.count_failure(outcome.error_kind, seq, record)
             self.summary.count(outcome.usage)
             self._counted += 1
             if outcome.where is not None:  # an item refused before it ran went nowhere
@@ -432,9 +438,10 @@ class BatchRun:
         self._finished[seq] = (True, record)
         self.summary.answered += 1
 
-    def _failed(self, item: Item, problem: RunJobError) -> dict[str, Any]:
-        self.summary.count_failure(problem.kind, problem.message)
-        return failure_record(item, problem)
+    def _failed(self, seq: int, item: Item, problem: RunJobError) -> dict[str, Any]:
+        record = failure_record(item, problem)
+        self.summary.count_failure(problem.kind, seq, record)
+        return record
 
     def _budget_window(self) -> int:
         """With a budget, the items in flight are what is left of it divided by what an item

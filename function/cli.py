@@ -749,18 +749,23 @@ def _batch(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list
     result = handled.reply
     sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")  # the error is logged too
     _token_hint(result)
-    if result.get("failed") and not result.get("succeeded") and result.get("first_error"):
+    succeeded, first = result.get("succeeded", 0), result.get("first_failure")
+    if result.get("failed") and not succeeded and isinstance(first, dict):
+        which = _clip(json.dumps(first["id"], ensure_ascii=False) + ": " + first["error"], 600)
         sys.stderr.write(
-            f"All {result['failed']:,} items failed. The first: {result['first_error']}\n"
+            f"No item succeeded ({result['failed']:,} failed). The first in the input, id {which}\n"
         )
     if result.get("continued") and isinstance(result.get("continuation"), str):
-        answered = result.get("succeeded", 0) + result.get("failed", 0)
-        if result.get("stopped") == "deadline" and not answered and args.timeout is not None:
+        # A --timeout within which nothing succeeded would do the same again: not repeated.
+        in_vain = result.get("stopped") == "deadline" and not succeeded
+        if in_vain and args.timeout is not None:
             sys.stderr.write(
-                f"Nothing was answered within --timeout {args.timeout:g} s (loading a local "
-                "model counts against it): give the batch more time, or no --timeout.\n"
+                f"No item succeeded within --timeout {args.timeout:g} s (a local model's "
+                "loading and the API's retries count against it): the command below runs "
+                "without it; give it a --timeout longer than that one, or none.\n"
             )
-        going_on = _going_on(argv, result["continuation"], output_path, _program())
+        drop = ("--timeout",) if in_vain else ()
+        going_on = _going_on(argv, result["continuation"], output_path, _program(), drop)
         sys.stderr.write(f"To go on: {going_on}\n")
     if interrupt.signalled:
         return 128 + interrupt.signalled  # 130 for Ctrl-C, 143 for SIGTERM
@@ -779,19 +784,25 @@ def _program() -> str:
 
 
 def _going_on(
-    argv: list[str], continuation: str, output: str | None, program: str = "hf-run-job"
+    argv: list[str],
+    continuation: str,
+    output: str | None,
+    program: str = "hf-run-job",
+    drop: tuple[str, ...] = (),
 ) -> str:
-    """The command that runs a batch's continuation: its own options, the continuation as
-    its input, and an output beside the first one (the token masked, as everywhere)."""
+    """The command that runs a batch's continuation: its own options (less `drop`), the
+    continuation as its input, and an output beside the first one (the token masked, as
+    everywhere)."""
     from function.redact import redact
 
+    left_out = (*_PLACES, *drop)
     kept, skip = [], False
     for arg in argv:
         if skip:
             skip = False
-        elif arg in _PLACES:
+        elif arg in left_out:
             skip = True
-        elif not arg.startswith(tuple(f"{place}=" for place in _PLACES)):
+        elif not arg.startswith(tuple(f"{option}=" for option in left_out)):
             kept.append(arg)
     command = [program, *kept, "--input", continuation]
     if output not in (None, "-"):

@@ -295,7 +295,8 @@ def test_cli_batch_to_a_file_with_a_continuation(hf, tmp_path: Path):
 
 def test_a_cli_batch_that_answered_nothing_by_its_timeout_says_so(hf, tmp_path: Path):
     """A --timeout that all goes on waiting (a local model's load, a slow API) answers
-    nothing; the command that goes on would do the same, so stderr says why."""
+    nothing: stderr says why, and the command that goes on leaves that --timeout out (with
+    it, the command would do the same again)."""
     hf.on(PATH, lambda request: Reply(200, labels_for(request).body, delay=3))
     source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     source.write_text("".join(json.dumps(f"text {i}") + "\n" for i in range(5)))
@@ -303,25 +304,39 @@ def test_a_cli_batch_that_answered_nothing_by_its_timeout_says_so(hf, tmp_path: 
     assert done.returncode == 1
     summary = json.loads(done.stdout.splitlines()[-1])
     assert summary["succeeded"] == 0 and summary["continued"] == 5
-    assert "Nothing was answered within --timeout 1 s" in done.stderr, done.stderr
+    assert "No item succeeded within --timeout 1 s" in done.stderr, done.stderr
+    (going_on,) = [line for line in done.stderr.splitlines() if line.startswith("To go on: ")]
+    assert "--timeout" not in going_on and going_on.endswith(
+        f"--input {tmp_path / 'out.continuation.jsonl'} --output {tmp_path / 'out.rest.jsonl'}"
+    )
 
 
 def test_a_cli_batch_whose_items_all_fail_says_why_once(hf, tmp_path: Path):
-    """0 ok and N failed is not an answer: stderr names the first failure's error, once, and
-    the summary carries it; a batch with one success does not say so."""
-    hf.on(PATH, Reply(404, {"error": "Model not found"}))
+    """0 ok and N failed is not an answer: stderr names the first failed item in the input
+    (not the first to fail) and its error, once, with no control character; the summary
+    carries it. A batch with one success does not say so."""
+    error = "Model not found \x1b[2J\x1b]0;owned\x07"  # escape sequences: never run
+
+    def answer(request: Seen) -> Reply:
+        delay = 0.5 if request.json["inputs"] == "text 0" else 0.0  # the first fails last
+        return Reply(404, {"error": error}, delay=delay)
+
+    hf.on(PATH, answer)
     source = tmp_path / "in.jsonl"
-    source.write_text("".join(json.dumps(f"text {i}") + "\n" for i in range(30)))
+    lines = [json.dumps("text 0"), "{not json", *(json.dumps(f"text {i}") for i in range(2, 30))]
+    source.write_text("".join(line + "\n" for line in lines))
     done = cli("batch", "--input", str(source), "--output", str(tmp_path / "out.jsonl"), hf=hf)
     summary = json.loads(done.stdout.splitlines()[-1])
-    assert summary["failed"] == 30 and summary["failed_by_kind"] == {"not_found": 30}
-    assert "not found" in summary["first_error"].lower(), summary
-    said = [line for line in done.stderr.splitlines() if line.startswith("All 30 items failed")]
-    assert said == [f"All 30 items failed. The first: {summary['first_error']}"], done.stderr
+    assert summary["failed"] == 30 and summary["failed_by_kind"]["not_found"] == 29
+    first = summary["first_failure"]
+    assert first["id"] == 0 and "not found" in first["error"].lower(), summary
+    said = [line for line in done.stderr.splitlines() if line.startswith("No item succeeded")]
+    assert len(said) == 1 and said[0].startswith("No item succeeded (30 failed). The first in")
+    assert ", id 0: " in said[0] and "\x1b" not in done.stderr and "\x07" not in done.stderr
     hf.on(PATH, lambda r: labels_for(r) if r.json["inputs"] == "text 0" else Reply(404, {}))
     some = cli("batch", "--input", str(source), "--output", str(tmp_path / "o2.jsonl"), hf=hf)
     assert json.loads(some.stdout.splitlines()[-1])["succeeded"] == 1
-    assert "items failed" not in some.stderr
+    assert "No item succeeded" not in some.stderr
 
 
 def test_cli_batch_rate_cap(hf, tmp_path: Path):
