@@ -588,15 +588,23 @@ def load_run_config(name: str, settings: Settings, *, paths: bool = False) -> di
     return data
 
 
+NAMED_AT_MOST = 5  # unknown names an error lists: a line of 40,000 names is not 40,000 lines
+
+
 def did_you_mean(unknown: list[str], known: Iterable[str]) -> str:
     import difflib  # only an error pays for it
 
     known = sorted(known)
     named = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, known, n=1)
+    for name in unknown[:NAMED_AT_MOST]:
+        close = difflib.get_close_matches(name[:100], known, n=1)
         named.append(f"{_echo(name)} (did you mean {close[0]!r}?)" if close else _echo(name))
-    return ", ".join(named) + f"; expected some of {', '.join(known)}"
+    more = len(unknown) - NAMED_AT_MOST
+    return (
+        ", ".join(named)
+        + (f" and {more:,} more" if more > 0 else "")
+        + f"; expected some of {', '.join(known)}"
+    )
 
 
 def merge_inputs(

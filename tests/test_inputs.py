@@ -117,6 +117,17 @@ def test_bad_inputs_name_the_field(env, hf, inputs, message):
     assert hf.requests == []
 
 
+def test_thousands_of_unknown_fields_are_one_short_error_in_no_time(env, hf):
+    """An event of 40,000 unknown names is refused naming a few of them: not a close-match
+    search for each (seconds of a blocked loop), nor an error as long as the event."""
+    fields = {f"text{i:05d}": "x" for i in range(40_000)}
+    envelope = invoke({**fields, "text": "hi"}).reply
+    error = envelope["error"]
+    assert error.startswith("unknown input field(s): 'text00000' (did you mean 'text'?)")
+    assert "and 39,995 more; expected some of" in error and len(error) < 2000
+    assert hf.requests == []
+
+
 def test_unknown_field_is_an_error_not_the_default_job(env, hf):
     envelope = invoke({"modle": "gpt2"}).reply
     assert envelope["error"].startswith("unknown input field(s): 'modle' (did you mean 'model'?)")
