@@ -31,7 +31,7 @@ from function.budget import Budget
 from function.client import Deadline
 from function.envelope import Outcome, Usage, failure_envelope
 from function.errors import InputError, RunJobError
-from function.redact import redact
+from function.redact import redact, redact_value
 from function.runs import Used
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ def failure_record(item: Item, problem: RunJobError) -> dict[str, Any]:
 
 def _shown(id_: Any) -> Any:
     """An item's id as its record shows it: a token given as an id is masked."""
-    return redact(id_) if isinstance(id_, str) else id_
+    return redact(id_) if isinstance(id_, str) else redact_value(id_)  # in a list id too
 
 
 @dataclass

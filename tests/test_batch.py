@@ -339,6 +339,15 @@ def test_a_cli_batch_whose_items_all_fail_says_why_once(hf, tmp_path: Path):
     assert "No item succeeded" not in some.stderr
 
 
+@pytest.mark.parametrize("id_", [TOKEN, [TOKEN], {"k": TOKEN}, [{"deep": [f"x {TOKEN} y"]}]])
+def test_a_token_given_as_an_id_never_shows_in_a_record_or_the_reply(env, hf, id_):
+    hf.on(PATH, labels_for)
+    reply = invoke({"items": [{"id": id_, "text": "a"}, {"id": "plain", "text": "b"}]}).reply
+    assert reply["succeeded"] == 2, reply
+    assert TOKEN not in json.dumps(reply)
+    assert [r["id"] for r in reply["results"]][1] == "plain"
+
+
 def test_cli_batch_rate_cap(hf, tmp_path: Path):
     hf.on(PATH, labels_for)
     source = tmp_path / "in.jsonl"
