@@ -29,10 +29,16 @@ def remember(secret: str | None) -> None:
         _known.add(secret)
 
 
+_CUT_AT_LEAST = 8  # a known secret cut short (an error's excerpt): masked from this long
+
+
 def redact(text: str) -> str:
     for secret in _known:
         if secret in text:
             text = text.replace(secret, MASK)
+        # A message cut before it was masked may end inside the secret: its start goes too.
+        if len(secret) >= 2 * _CUT_AT_LEAST and secret[:_CUT_AT_LEAST] in text:
+            text = re.sub(re.escape(secret[:_CUT_AT_LEAST]) + r"[A-Za-z0-9]*", MASK, text)
     return _STORED_VALUE.sub(
         rf'\1 "{MASK}" (the rest of this answer is masked)', _TOKEN_SHAPE.sub(MASK, text)
     )

@@ -903,3 +903,24 @@ def test_a_context_whose_time_left_cannot_be_read_gets_the_default_budget(answer
     settings = Settings()
     deadline = Deadline.for_invocation(_Odd(answer), settings)
     assert 0 < deadline.remaining() <= settings.default_budget_s
+
+
+_CUT_TOKEN = "hf_CutShortTokenAbcdefghijklmnopqrstuv"
+
+
+@examples(max_examples=300, deadline=None)
+@given(
+    cut=st.integers(8, len(_CUT_TOKEN)),
+    before=st.text(max_size=40),
+    after=st.text(max_size=40),
+)
+def test_a_token_cut_short_in_a_message_is_masked_from_its_start(cut, before, after):
+    """An excerpt cut before it was masked (a pipeline's error at 300 characters, a path at
+    200) may end inside the token: what is left of it is masked too, wherever it sits."""
+    from function.redact import redact, remember
+
+    remember(_CUT_TOKEN)
+    shown = redact(before + _CUT_TOKEN[:cut] + after)
+    assert _CUT_TOKEN[:8] not in shown
+    plain = "pip install hf_transfer; HF_HUB_OFFLINE=1; the token hf_CutS was short"
+    assert redact(plain) == plain  # under eight of its characters: nothing to mask
