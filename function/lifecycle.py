@@ -256,15 +256,20 @@ class Lifecycle:
 
     def _may_call_hugging_face(self, request: Request) -> bool:
         """Whether a request may need the token: all but those whose runs are all in this
-        process (`provider: local`, fallbacks and comparisons included). Its own problems are
-        found when it runs."""
+        process (`provider: local`, fallbacks and comparisons included), and those whose
+        inputs cannot run anywhere (no such run config, unknown fields): their own error
+        says what to fix, not a missing token. Its other problems are found when it runs."""
         try:
             fields = request.fields
             if request.is_batch:
                 from function.batchfields import split_batch
 
                 fields = split_batch(fields)[1]
-            merged = merge_inputs(fields, self.settings, paths=self.paths)
+            compared = {"compare": fields["compare"]} if request.is_comparison else {}
+            shared = {k: v for k, v in fields.items() if k not in compared}
+            merged = {**merge_inputs(shared, self.settings, paths=self.paths), **compared}
+        except InputError:
+            return False
         except Exception:
             return True
         return not runs_locally(merged)

@@ -468,6 +468,24 @@ def test_a_batch_without_a_token_is_one_configuration_error(env, hf, tmp_path):
     assert reply == {"batchItemFailures": [{"itemIdentifier": "m0"}, {"itemIdentifier": "m1"}]}
 
 
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"run_config": "my_job", "text": "a"}, "run_config: no run config named 'my_job'"),
+        ({"modle": "gpt2", "text": "a"}, "unknown input field(s): 'modle'"),
+        ({"items": ["a"], "run_config": "nope"}, "run_config: no run config named 'nope'"),
+    ],
+)
+def test_without_a_token_an_input_that_cannot_run_anywhere_says_what_to_fix(env, hf, fields, named):
+    """A missing token is not the first thing to fix when the inputs name nothing that runs:
+    their own error says so (and a queue does not retry it)."""
+    env.delenv("HUGGINGFACE_API_KEY")
+    env.setenv("HUGGINGFACE_API_ENDPOINT", "https://router.huggingface.co/hf-inference")
+    envelope = invoke(fields).reply
+    assert envelope["success"] is False and named in envelope["error"], envelope
+    assert not hf.requests
+
+
 # -- 6. the token never shows ----------------------------------------------------------------------
 
 
