@@ -439,7 +439,9 @@ def test_a_causal_model_without_a_chat_template_says_so(local, hf, local_models)
         {"compare": [TINY["text-classification"], "nobody/not-cached"]},
     ],
 )
-def test_no_token_is_needed_when_every_alternate_runs_here(local, hf, fields):
+def test_no_token_is_needed_when_every_alternate_runs_here(local, hf, env, fields):
+    env.delenv("HUGGINGFACE_API_KEY", raising=False)
+    env.setenv("HUGGINGFACE_API_ENDPOINT", "https://router.huggingface.co/hf-inference")
     primary = "nobody/not-cached" if "fallback" in fields else TINY["text-classification"]
     envelope = run(model=primary, task="text-classification", text="x", **fields)
     assert "No Hugging Face token" not in json.dumps(envelope)
