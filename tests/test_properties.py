@@ -521,7 +521,13 @@ def test_batches_are_exactly_once(faults, tmp_path, case, budgets, interrupts):
         interrupt = interrupts[step] if step < len(interrupts) else None
         summary = run_file_batch(source, output, budget, interrupt)
         assert "total" in summary, summary
-        done += read_jsonl(output)
+        written = read_jsonl(output)
+        # Why it failed, as the summary says: the first failed record of the output.
+        failed = [r for r in written if not r["success"]]
+        first = summary.get("first_failure")
+        said = (first["id"], first["error"]) if first else None
+        assert said == ((failed[0]["id"], failed[0]["error"]) if failed else None), said
+        done += written
         continued = read_jsonl(Path(str(output).removesuffix(".jsonl") + ".continuation.jsonl"))
         # At each step: every id exactly once across the outputs and the continuation.
         assert sorted(str(r["id"]) for r in done + continued) == want
