@@ -596,7 +596,12 @@ def test_queued_batches_are_exactly_once(queue, tmp_path, case, deadlines, chunk
     first = {"input_uri": str(source), "output_uri": str(folder / "out.jsonl"), "concurrency": 4}
     if chunk:
         first = {**first, "fan_out": True, "chunk_size": chunk, "output_uri": f"{folder}/out/"}
-    lambda_handler(first, FakeContext(deadlines[0]))
+    reply = lambda_handler(first, FakeContext(deadlines[0]))
+    if reply.get("success") is False and "before the deadline" in str(reply.get("error")):
+        # The invocation itself ran out of time (a queue slow to take a fan-out's parts on
+        # a loaded machine): its caller invokes it again. A part queued twice writes the
+        # same part's files again, so no record is doubled.
+        lambda_handler(first, FakeContext(30_000))
     step = 1
     while True:
         messages = sqs.receive_message(
