@@ -265,9 +265,11 @@ class Lifecycle:
                 from function.batchfields import split_batch
 
                 fields = split_batch(fields)[1]
-            compared = {"compare": fields["compare"]} if request.is_comparison else {}
-            shared = {k: v for k, v in fields.items() if k not in compared}
-            merged = {**merge_inputs(shared, self.settings, paths=self.paths), **compared}
+            compared = {}
+            if request.is_comparison:  # the fields its runs share, as `_compare` takes them
+                compared = {"compare": fields["compare"]}
+                fields = split_comparison(fields)[1]
+            merged = {**merge_inputs(fields, self.settings, paths=self.paths), **compared}
         except InputError:
             return False
         except Exception:
