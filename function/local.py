@@ -30,7 +30,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +70,7 @@ LIST_TASKS = frozenset(
 CALL_S = 10.0  # a call to a model holds about this much work at most
 FIRST_CALL = 8  # texts in a model's calls until one has been timed
 CALL_BATCHES = 4  # batches a call holds at most: fewer trips between the model and the loop
+MAX_TOKENS = 1 << 20  # what a text is cut to for ordering, when its model says no limit
 EXTRA = "pip install 'hf-run-job[local]' (with a CPU build of torch: see the README)"
 
 
@@ -507,17 +508,51 @@ def _embed(model: Model, payload: dict[str, Any], _seconds: float, batch: int) -
     options = _parameters(payload, "prompt_name")
     if "normalize" in (payload.get("parameters") or {}):
         options["normalize_embeddings"] = bool(payload["parameters"]["normalize"])
-    # encode runs its texts in order of length, `batch` at a time
-    return model.pipeline.encode(texts, batch_size=batch, **options).tolist()
+    encode = model.pipeline.encode
+    if not isinstance(texts, list):
+        return encode(texts, **options).tolist()
+    # encode would order a call's texts by characters: a call a batch keeps the tokens' order
+    order = _token_order(model.pipeline.tokenizer, texts, model.pipeline.max_seq_length)
+    ordered = [texts[i] for i in order]
+    vectors = (
+        vector
+        for start in range(0, len(ordered), batch)
+        for vector in encode(ordered[start : start + batch], batch_size=batch, **options).tolist()
+    )
+    return _restored(order, vectors)
 
 
 def _in_batches(model: Model, inputs: Any, batch: int, **options: Any) -> Any:
-    """The pipeline on a text, or on a list of texts `batch` at a time."""
+    """The pipeline on a text, or on a list of texts `batch` at a time, in order of tokens."""
     if not isinstance(inputs, list):
         return model.pipeline(inputs, **options)
-    if getattr(model.pipeline.tokenizer, "pad_token", None) is None:
-        batch = 1  # texts of different lengths cannot go together
-    return model.pipeline(inputs, batch_size=batch, **options)
+    tokenizer = model.pipeline.tokenizer
+    if getattr(tokenizer, "pad_token", None) is None:
+        # Texts of different lengths cannot go together: one at a time, as given.
+        return model.pipeline(inputs, batch_size=1, **options)
+    order = _token_order(tokenizer, inputs, tokenizer.model_max_length)
+    answers = model.pipeline([inputs[i] for i in order], batch_size=batch, **options)
+    return _restored(order, answers)
+
+
+def _token_order(tokenizer: Any, texts: list[Any], limit: int | None) -> list[int]:
+    """The texts' positions, shortest first in tokens (as the model reads them: cut at
+    `limit`). A batch pads every text to its longest, and characters tell tokens apart
+    badly: the bench's ticket-like texts, batched by characters, run 14% more tokens than
+    they hold; by tokens, 5%, and the batch runs 8-10% faster, counting this tokenizing."""
+    if tokenizer is None or not all(isinstance(text, str) for text in texts):
+        return list(range(len(texts)))
+    limit = min(limit or MAX_TOKENS, MAX_TOKENS)  # tokenizers without a limit say 1e30
+    lengths = tokenizer(texts, truncation=True, max_length=limit, return_length=True)["length"]
+    return sorted(range(len(texts)), key=lengths.__getitem__)
+
+
+def _restored(order: list[int], answers: Iterable[Any]) -> list[Any]:
+    """Answers given in `order` (positions of the inputs), put back in the inputs' order."""
+    restored: list[Any] = [None] * len(order)
+    for position, answer in zip(order, answers, strict=True):
+        restored[position] = answer
+    return restored
 
 
 def _similarity(model: Model, payload: dict[str, Any], _seconds: float, _batch: int) -> Any:

@@ -156,11 +156,13 @@ LIST_CASES = [
 
 @pytest.mark.parametrize(("task", "model"), LIST_CASES)
 def test_a_batch_of_texts_of_every_length_gets_each_text_s_own_answer(local, hf, task, model):
-    """Items run together, several to a forward pass and in order of length: each still
-    gets the answer a run of its text alone gets."""
+    """Items run together, several to a forward pass and in order of tokens: each still
+    gets the answer a run of its text alone gets. The last two are longest in characters
+    and shortest in tokens: one long word is one token (the tiny models' words) or a few."""
     fields = {"candidate_labels": None, **CASES[task][0]}
     text = fields.pop("text")
     texts = ["now " * k + text for k in (3, 0, 6, 1, 4)]
+    texts += [f"{'x' * 60}{k} {text}" for k in (1, 2)]
     summary = invoke(
         {"provider": "local", "model": model, "task": task, **fields, "batch_size": 2}
         | {"items": [{"id": i, "text": t} for i, t in enumerate(texts)]},
@@ -171,6 +173,40 @@ def test_a_batch_of_texts_of_every_length_gets_each_text_s_own_answer(local, hf,
         assert_valid(task, "output", record["result"])
         alone = run(model=model, task=task, text=one, **fields)
         assert _close(record["result"], alone["result"]), (one, record["result"], alone["result"])
+
+
+@pytest.mark.parametrize(
+    ("task", "model"),
+    [("text-classification", TINY["text-classification"]), ("feature-extraction", MINILM)],
+)
+def test_forward_passes_take_a_call_s_texts_in_order_of_tokens(local, hf, monkeypatch, task, model):
+    """A batch pads its texts to its longest, and characters tell tokens apart badly: the
+    texts of a call go to the model shortest first in tokens, not in characters."""
+    from function import local as backend
+
+    texts = ["a b c d e f g h i j k l", "x" * 30, "now a b c", "y" * 40, "now", "z" * 50]
+    run(model=model, task=task, text="warm")
+    loaded = backend.MODELS.loaded(model, task)
+    assert loaded is not None
+    lengths = dict(zip(texts, loaded.pipeline.tokenizer(texts)["input_ids"], strict=True))
+    tokens = {text: len(ids) for text, ids in lengths.items()}
+    assert sorted(texts, key=len) != sorted(texts, key=tokens.__getitem__)  # they disagree
+    passes: list[list[str]] = []
+    real = loaded.pipeline.encode if loaded.sentence_transformer else loaded.pipeline.preprocess
+
+    def seen(given, *args, **options):  # a text at a time (pipelines), or a pass's texts
+        passes.append([given] if isinstance(given, str) else list(given))
+        return real(given, *args, **options)
+
+    name = "encode" if loaded.sentence_transformer else "preprocess"
+    monkeypatch.setattr(loaded.pipeline, name, seen)
+    answers = loaded.answer({"inputs": texts}, 60.0, 2)
+    sent = [text for texts_ in passes for text in texts_]
+    assert sent == sorted(texts, key=tokens.__getitem__), sent
+    assert len(answers) == len(texts)
+    for text, answer in zip(texts, answers, strict=True):  # each answer is its own text's
+        alone = loaded.answer({"inputs": text}, 60.0, 2)
+        assert _close(answer, alone), text
 
 
 def test_a_chat_answer_has_the_openai_shape_the_router_gives(local, hf):
