@@ -11,6 +11,8 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from function.errors import UpstreamTimeoutError
 from tests.conftest import invoke, run_cli
@@ -685,6 +687,30 @@ def test_a_model_that_leaves_the_cache_leaves_memory(local, hf, env):
     assert run(model=TINY["text-classification"], task="text-classification", text="x")["success"]
     gc.collect()
     assert gone() is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    texts=st.integers(1, 300),
+    width=st.integers(1, 768),
+    labels=st.lists(
+        st.text(st.characters(categories=["L", "N", "Zs"]), min_size=1, max_size=30),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_a_local_answer_is_counted_at_about_the_size_of_its_json(texts, width, labels):
+    """A batch bounds the answers it keeps (the coalescer's cache, pending items) by their
+    counted size: a call's list of embeddings or of label scores counts about what its JSON
+    weighs, however many texts it holds. Long lists of vectors counted 64 bytes a vector
+    kept 20,000 embeddings (240 MB at 20,000 items)."""
+    from function import local as backend
+
+    vectors = [[(t * width + i + 1) / 7.3 for i in range(width)] for t in range(texts)]
+    scores = [[{"label": label, "score": 1 / (t + 2)} for label in labels] for t in range(texts)]
+    for body in (vectors, scores):
+        weight = len(json.dumps(body, ensure_ascii=False))
+        assert weight / 2.5 <= backend._size(body) <= weight * 2.5, (texts, width, labels)
 
 
 @pytest.mark.parametrize(
