@@ -211,6 +211,24 @@ def test_forward_passes_take_a_call_s_texts_in_order_of_tokens(local, hf, monkey
         assert _close(answer, alone), text
 
 
+def test_texts_whose_tokens_cannot_be_counted_keep_their_order():
+    """Ordering saves padding; it never fails a call: a tokenizer that cannot be called
+    (static embeddings') or counts nothing leaves the texts as they came."""
+    from function import local as backend
+
+    texts = ["a b c", "a", "a b"]
+
+    def counts_nothing(texts, **options):
+        return {"input_ids": [[1]] * len(texts)}
+
+    def refuses(texts, **options):
+        raise TypeError("return_length is not an option here")
+
+    for tokenizer in (None, object(), counts_nothing, refuses):
+        assert backend._token_order(tokenizer, texts, 512) == [0, 1, 2]
+    assert backend._token_order(lambda t, **_: {"length": [3, 1, 2]}, texts, 512) == [1, 2, 0]
+
+
 def test_a_chat_answer_has_the_openai_shape_the_router_gives(local, hf):
     envelope = run(
         model=TINY["text-generation"],
