@@ -71,6 +71,7 @@ CALL_S = 10.0  # a call to a model holds about this much work at most
 FIRST_CALL = 8  # texts in a model's calls until one has been timed
 CALL_BATCHES = 4  # batches a call holds at most: fewer trips between the model and the loop
 MAX_TOKENS = 1 << 20  # what a text is cut to for ordering, when its model says no limit
+TOKEN_CHARS = 16  # characters a token hardly ever exceeds
 EXTRA = "pip install 'hf-run-job[local]' (with a CPU build of torch: see the README)"
 
 
@@ -544,8 +545,9 @@ def _token_order(tokenizer: Any, texts: list[Any], limit: int | None) -> list[in
     if not callable(tokenizer) or not all(isinstance(text, str) for text in texts):
         return given  # static embeddings' tokenizer is a bare `tokenizers.Tokenizer`
     limit = min(limit or MAX_TOKENS, MAX_TOKENS)  # tokenizers without a limit say 1e30
-    try:
-        lengths = tokenizer(texts, truncation=True, max_length=limit, return_length=True)
+    try:  # a text longer than the model reads is not tokenized whole to be cut
+        heads = [text[: limit * TOKEN_CHARS] for text in texts]
+        lengths = tokenizer(heads, truncation=True, max_length=limit, return_length=True)
         return sorted(given, key=lengths["length"].__getitem__)
     except (TypeError, ValueError, KeyError, IndexError):  # an order is not worth a failure
         return given
@@ -739,14 +741,14 @@ def _plain(value: Any) -> Any:
 
 
 def _size(body: Any) -> int:
-    """About how many bytes the answer would be as JSON (a batch bounds what it holds):
-    estimated from its shape, as embeddings hold many thousands of numbers. A long list is
-    counted from 16 of its items, spread over it."""
+    """About how many bytes the answer would be as JSON (a batch bounds what it holds): a
+    vector is counted from its length, as embeddings hold many thousands of numbers, the
+    rest item by item (a call's answers grow with its texts: a sample would miss the
+    longest), punctuation included."""
     if isinstance(body, list):
         if body and isinstance(body[0], float | int):
             return 20 * len(body)
-        sample = body if len(body) <= 16 else body[:: len(body) // 16][:16]
-        return sum(_size(item) for item in sample) * len(body) // max(1, len(sample))
+        return sum(_size(item) + 1 for item in body) + 2
     if isinstance(body, dict):
-        return sum(len(str(k)) + _size(v) for k, v in body.items())
+        return sum(len(str(k)) + 4 + _size(v) for k, v in body.items()) + 2
     return len(str(body)) + 2

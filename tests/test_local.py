@@ -229,6 +229,22 @@ def test_texts_whose_tokens_cannot_be_counted_keep_their_order():
     assert backend._token_order(lambda t, **_: {"length": [3, 1, 2]}, texts, 512) == [1, 2, 0]
 
 
+def test_a_text_is_counted_from_no_more_than_its_model_reads():
+    """A 900 KB text is not tokenized whole to be cut at 256 tokens (that doubled the
+    time of a call of long texts): the tokenizer is given what the model can read."""
+    from function import local as backend
+
+    given: list[str] = []
+
+    def tokenizer(texts, **options):
+        given.extend(texts)
+        return {"length": [min(len(t.split()), options["max_length"]) for t in texts]}
+
+    texts = ["word " * 200_000, "a few words", "word " * 100]
+    assert backend._token_order(tokenizer, texts, 256) == [1, 2, 0]
+    assert max(len(text) for text in given) <= 256 * backend.TOKEN_CHARS
+
+
 def test_a_chat_answer_has_the_openai_shape_the_router_gives(local, hf):
     envelope = run(
         model=TINY["text-generation"],
@@ -711,13 +727,14 @@ def test_a_model_that_leaves_the_cache_leaves_memory(local, hf, env):
 @given(
     texts=st.integers(1, 300),
     width=st.integers(1, 768),
+    entities=st.lists(st.integers(0, 40), min_size=1, max_size=300),
     labels=st.lists(
         st.text(st.characters(categories=["L", "N", "Zs"]), min_size=1, max_size=30),
         min_size=1,
         max_size=8,
     ),
 )
-def test_a_local_answer_is_counted_at_about_the_size_of_its_json(texts, width, labels):
+def test_a_local_answer_is_counted_at_about_the_size_of_its_json(texts, width, labels, entities):
     """A batch bounds the answers it keeps (the coalescer's cache, pending items) by their
     counted size: a call's list of embeddings or of label scores counts about what its JSON
     weighs, however many texts it holds. Long lists of vectors counted 64 bytes a vector
@@ -726,9 +743,11 @@ def test_a_local_answer_is_counted_at_about_the_size_of_its_json(texts, width, l
 
     vectors = [[(t * width + i + 1) / 7.3 for i in range(width)] for t in range(texts)]
     scores = [[{"label": label, "score": 1 / (t + 2)} for label in labels] for t in range(texts)]
-    for body in (vectors, scores):
+    entity = {"entity_group": "PER", "score": 0.33, "word": "a", "start": 0, "end": 1}
+    found = [[entity] * count for count in entities]  # a call's texts: none to many each
+    for body in (vectors, scores, found):
         weight = len(json.dumps(body, ensure_ascii=False))
-        assert weight / 2.5 <= backend._size(body) <= weight * 2.5, (texts, width, labels)
+        assert weight / 2 <= backend._size(body) <= weight * 2, (texts, width, labels)
 
 
 @pytest.mark.parametrize(
