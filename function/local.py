@@ -512,7 +512,7 @@ def _embed(model: Model, payload: dict[str, Any], _seconds: float, batch: int) -
     encode = model.pipeline.encode
     if not isinstance(texts, list):
         return encode(texts, **options).tolist()
-    # encode would order a call's texts by characters: a call a batch keeps the tokens' order
+    # encode orders the texts it is given by characters: one encode a batch keeps this order
     order = _token_order(model.pipeline.tokenizer, texts, model.pipeline.max_seq_length)
     ordered = [texts[i] for i in order]
     vectors = (
