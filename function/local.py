@@ -394,7 +394,8 @@ def files(model_id: str, settings: Settings) -> Path:
 def _not_cached(model_id: str, cache: str, why: str) -> LocalModelError:
     return LocalModelError(
         f"Model '{model_id}' is not in the Hugging Face cache ({cache}) and {why}. "
-        f"Fetch it with `hf download {model_id}` (or set HF_HOME / HF_HUB_CACHE to where it is)"
+        f"Fetch it with `HF_HUB_CACHE={cache} HF_HUB_OFFLINE=0 hf download {model_id}` (hf is "
+        "in the [local] extra's environment), or set HF_HOME / HF_HUB_CACHE to where it is"
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -263,7 +264,11 @@ def test_a_model_not_in_the_cache_says_how_to_fetch_it(local, hf):
     assert envelope["success"] is False
     assert "'nobody/not-cached' is not in the Hugging Face cache" in envelope["error"]
     assert "HF_HUB_OFFLINE" in envelope["error"]
-    assert "hf download nobody/not-cached" in envelope["error"]
+    # The command fetches into the cache the run reads, also from a shell that is offline.
+    cache = os.environ["HF_HUB_CACHE"]
+    assert (
+        f"HF_HUB_CACHE={cache} HF_HUB_OFFLINE=0 hf download nobody/not-cached" in envelope["error"]
+    )
 
 
 def test_items_sharing_one_failed_load_each_name_only_their_own_chain(local, hf):
